@@ -1,0 +1,30 @@
+"""What every tool needs: the settings, the scope and the backend, built once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mita_redis_mcp.backend import Backend
+from mita_redis_mcp.config import Limits, Settings
+from mita_redis_mcp.errors import WritesDisabled
+from mita_redis_mcp.scope import Scope
+
+
+@dataclass(frozen=True)
+class App:
+    settings: Settings
+    scope: Scope
+    backend: Backend
+
+    @classmethod
+    def from_settings(cls, settings: Settings, backend: Backend | None = None) -> App:
+        scope = Scope(settings.prefixes, allow_all_keys=settings.allow_all_keys)
+        return cls(settings, scope, backend or Backend.from_settings(settings))
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
+
+    def require_writes(self) -> None:
+        if not self.settings.allow_writes:
+            raise WritesDisabled

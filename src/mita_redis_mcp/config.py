@@ -1,0 +1,367 @@
+"""Settings: from environment variables and command-line flags, validated at start.
+
+Every option is declared once, in ``OPTIONS``: the CLI builds its flags from it, the
+README's configuration table documents it, and ``Settings.load`` validates it. A bad
+value yields one clear line naming the option; all problems are reported together.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import SplitResult, parse_qs, urlsplit
+
+from pydantic import SecretStr
+
+from mita_redis_mcp.errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+# MITA's namespaces (../shared/keyspaces/mita.md) until key-schema profiles exist.
+DEFAULT_PREFIXES: tuple[str, ...] = (
+    "rate_limit:",
+    "FASTAPI_LIMITER:",
+    "mita:",
+    "revoked:jwt:",
+    "cache:",
+    "tag:",
+    "meta:",
+    "penalties:",
+    "auth:",
+    "auth_pattern:",
+    "suspicious:",
+    "security_events:",
+    "request_frequency:",
+    "task_result:",
+    "feature_flag_value:",
+    "feature_flag_def:",
+)
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Kind = Literal["url", "prefixes", "bool", "int", "float", "path", "level"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its environment variable, its flag, and its documentation."""
+
+    name: str
+    env: str
+    flag: str
+    kind: Kind
+    help: str
+    low: float | None = None
+    high: float | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "redis_url",
+        "REDIS_URL",
+        "--redis-url",
+        "url",
+        f"redis://, rediss:// (TLS) or unix:// URL. Default {DEFAULT_REDIS_URL}.",
+    ),
+    Option(
+        "prefixes",
+        "MITA_REDIS_MCP_PREFIXES",
+        "--prefix",
+        "prefixes",
+        "Key prefixes the server may touch (flag repeatable; env comma-separated). "
+        "Default: MITA's namespaces.",
+    ),
+    Option(
+        "allow_all_keys",
+        "MITA_REDIS_MCP_ALLOW_ALL_KEYS",
+        "--allow-all-keys",
+        "bool",
+        "Scope the whole keyspace instead of the prefixes. Announced on stderr.",
+    ),
+    Option(
+        "allow_writes",
+        "MITA_REDIS_MCP_ALLOW_WRITES",
+        "--allow-writes",
+        "bool",
+        "Expose the write tools (set, delete). Off by default.",
+    ),
+    Option(
+        "max_value_bytes",
+        "MITA_REDIS_MCP_MAX_VALUE_BYTES",
+        "--max-value-bytes",
+        "int",
+        "Most bytes of one value (or element) returned. Default 16384.",
+        1,
+        16 * 1024 * 1024,
+    ),
+    Option(
+        "max_items",
+        "MITA_REDIS_MCP_MAX_ITEMS",
+        "--max-items",
+        "int",
+        "Most items (keys, fields, members, entries) returned by one call. Default 100.",
+        1,
+        10_000,
+    ),
+    Option(
+        "scan_budget",
+        "MITA_REDIS_MCP_SCAN_BUDGET",
+        "--scan-budget",
+        "int",
+        "Most keys one call asks Redis to examine (sum of SCAN COUNT hints). Default 10000.",
+        1,
+        10_000_000,
+    ),
+    Option(
+        "command_timeout",
+        "MITA_REDIS_MCP_COMMAND_TIMEOUT",
+        "--command-timeout",
+        "float",
+        "Seconds one Redis command may take before the call fails. Default 5.",
+        0.01,
+        300,
+    ),
+    Option(
+        "tls_ca_file",
+        "MITA_REDIS_MCP_TLS_CA_FILE",
+        "--tls-ca-file",
+        "path",
+        "CA bundle (PEM) to verify the server's certificate with (rediss://).",
+    ),
+    Option(
+        "tls_cert_file",
+        "MITA_REDIS_MCP_TLS_CERT_FILE",
+        "--tls-cert-file",
+        "path",
+        "Client certificate (PEM) for mutual TLS.",
+    ),
+    Option(
+        "tls_key_file",
+        "MITA_REDIS_MCP_TLS_KEY_FILE",
+        "--tls-key-file",
+        "path",
+        "Private key (PEM) of the client certificate.",
+    ),
+    Option(
+        "tls_insecure_skip_verify",
+        "MITA_REDIS_MCP_TLS_INSECURE_SKIP_VERIFY",
+        "--tls-insecure-skip-verify",
+        "bool",
+        "DANGEROUS: accept any server certificate. Announced on stderr.",
+    ),
+    Option(
+        "log_level",
+        "MITA_REDIS_MCP_LOG_LEVEL",
+        "--log-level",
+        "level",
+        "Log level on stderr: DEBUG, INFO, WARNING or ERROR. Default INFO.",
+    ),
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on every answer and every Redis walk."""
+
+    max_value_bytes: int = 16_384
+    max_items: int = 100
+    scan_budget: int = 10_000
+    command_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to start. Build it with ``Settings.load``."""
+
+    redis_url: SecretStr = field(default_factory=lambda: SecretStr(DEFAULT_REDIS_URL))
+    prefixes: tuple[str, ...] = DEFAULT_PREFIXES
+    allow_all_keys: bool = False
+    allow_writes: bool = False
+    limits: Limits = field(default_factory=Limits)
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_insecure_skip_verify: bool = False
+    log_level: LogLevel = "INFO"
+    demo: bool = False
+
+    @property
+    def safe_url(self) -> str:
+        """The Redis URL with its password replaced by ``***``: safe to log and show."""
+        return redact_url(self.redis_url.get_secret_value())
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, object | None] | None = None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        demo: bool = False,
+    ) -> Settings:
+        """Merge flags over environment variables over defaults, and validate.
+
+        ``flags`` maps option names to values already typed by argparse (``None`` or
+        absent: not given). Raises ``ConfigError`` listing every bad value.
+        """
+        flags = flags or {}
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+        values: dict[str, object] = {}
+        for option in OPTIONS:
+            given = flags.get(option.name)
+            if given is not None and given is not False and given != []:
+                raw: object = given
+                source = option.flag
+            elif option.env in env:
+                raw = env[option.env]
+                source = option.env
+            else:
+                continue
+            try:
+                values[option.name] = _parse(option, raw, source)
+            except ValueError as exc:
+                problems.append(str(exc))
+
+        limit_names = ("max_value_bytes", "max_items", "scan_budget", "command_timeout")
+        bounds = {name: values.pop(name) for name in limit_names if name in values}
+        limits = Limits(**bounds)  # type: ignore[arg-type]
+        settings = cls(limits=limits, demo=demo, **values)  # type: ignore[arg-type]
+        problems.extend(settings._cross_checks())
+        if problems:
+            raise ConfigError(problems)
+        return settings
+
+    def _cross_checks(self) -> list[str]:
+        problems: list[str] = []
+        scheme = urlsplit(self.redis_url.get_secret_value()).scheme
+        tls_files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+        if scheme != "rediss" and (any(tls_files) or self.tls_insecure_skip_verify):
+            problems.append("TLS options are set but REDIS_URL is not a rediss:// URL")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("--tls-cert-file and --tls-key-file must be given together")
+        if self.tls_insecure_skip_verify and self.tls_ca_file is not None:
+            problems.append("--tls-insecure-skip-verify contradicts --tls-ca-file: choose one")
+        if not self.allow_all_keys and not self.prefixes:
+            problems.append("no key prefix is configured: give --prefix (or --allow-all-keys)")
+        return problems
+
+
+def redact_url(url: str) -> str:
+    """Replace the password of a URL (userinfo or ``?password=``) with ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, has_password, _ = userinfo.partition(":")
+        # A bare userinfo may be a password too (redis://secret@host): hide it whole.
+        netloc = f"{user}:***@{host}" if has_password else f"***@{host}"
+    query = "&".join(
+        "password=***" if pair.partition("=")[0].lower() == "password" else pair
+        for pair in parts.query.split("&")
+        if pair
+    )
+    return SplitResult(parts.scheme, netloc, parts.path, query, "").geturl()
+
+
+def _parse(option: Option, raw: object, source: str) -> object:
+    match option.kind:
+        case "url":
+            return _parse_url(str(raw), source)
+        case "prefixes":
+            return _parse_prefixes(raw, source)
+        case "bool":
+            return _parse_bool(raw, source)
+        case "int" | "float":
+            return _parse_number(option, raw, source)
+        case "path":
+            return _parse_path(str(raw), source)
+        case "level":
+            level = str(raw).upper()
+            if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+                raise ValueError(f"{source} must be DEBUG, INFO, WARNING or ERROR")
+            return level
+
+
+def _parse_url(url: str, source: str) -> SecretStr:
+    if url.startswith("${") and url.endswith("}"):
+        raise ValueError(
+            f"{source} is the literal text {url}: the variable it names was not set in the "
+            "environment that launched the server (export it before starting the client)"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{source} is not a valid URL (port or address malformed)") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"{source} must start with redis://, rediss:// or unix://")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"{source}: a unix:// URL needs a socket path")
+        db = parse_qs(parts.query).get("db", ["0"])[0]
+    else:
+        if not parts.hostname:
+            raise ValueError(f"{source} has no host")
+        if port == 0:
+            raise ValueError(f"{source} has port 0")
+        db = parts.path.lstrip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"{source}: the database must be a number, not {db[:20]!r}")
+    return SecretStr(url)
+
+
+def _parse_prefixes(raw: object, source: str) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    prefixes = tuple(str(p).strip() for p in items if str(p).strip())
+    for prefix in prefixes:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in prefix):
+            raise ValueError(f"{source}: prefix {prefix!r} contains a control character")
+        if len(prefix.encode()) > 256:
+            raise ValueError(f"{source}: prefix {prefix[:20]!r}... is longer than 256 bytes")
+    if not prefixes:
+        raise ValueError(f"{source} is empty: give at least one prefix")
+    return prefixes
+
+
+def _parse_bool(raw: object, source: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{source} must be true or false (1/0, yes/no), not {str(raw)[:20]!r}")
+
+
+def _parse_number(option: Option, raw: object, source: str) -> int | float:
+    try:
+        value: int | float = int(str(raw)) if option.kind == "int" else float(str(raw))
+    except ValueError:
+        kind = "a whole number" if option.kind == "int" else "a number"
+        raise ValueError(f"{source} must be {kind}, not {str(raw)[:20]!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{source} must be a finite number")
+    if (
+        option.low is not None
+        and option.high is not None
+        and not (option.low <= value <= option.high)
+    ):
+        raise ValueError(f"{source} must be between {option.low:g} and {option.high:g}")
+    return value
+
+
+def _parse_path(raw: str, source: str) -> Path:
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{source}: no readable file at {raw!r}")
+    return path

@@ -1,0 +1,78 @@
+"""INFO, parsed into sections and fields, with what must not reach a model removed.
+
+Pure: takes INFO's text, returns data. Redis puts no password in INFO, but it does
+name other hosts (replication peers, sentinels' masters) and local paths; those are
+left out unless the caller asks for addresses.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import JsonValue
+
+# Fields naming another machine, or this one's file system.
+_ADDRESS_FIELDS = {"master_host", "executable", "config_file", "master_link_down_since_seconds"}
+_ADDRESS_SUBFIELDS = {"ip", "address"}
+_REPLICA_FIELD = re.compile(r"^(slave|replica)\d+$|^master\d+$")
+# Defence in depth: a future or module field that smells of a credential is dropped.
+_SECRET_NAME = re.compile(r"pass(word)?|secret|requirepass|masterauth|token", re.IGNORECASE)
+
+Sections = dict[str, dict[str, JsonValue]]
+
+
+def parse_info(text: str) -> Sections:
+    """Parse INFO's ``# Section`` / ``field:value`` text, typing numbers and splitting
+    ``k=v,k=v`` values (keyspace, replicas, command stats) into objects."""
+    sections: Sections = {}
+    current = sections.setdefault("server", {})
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            current = sections.setdefault(line.lstrip("# ").strip().lower(), {})
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            current[name] = _value(value)
+    return {name: fields for name, fields in sections.items() if fields}
+
+
+def redact_info(sections: Sections, *, include_addresses: bool) -> tuple[Sections, list[str]]:
+    """Drop secret-looking fields always, and addresses unless asked; say what went."""
+    removed: list[str] = []
+    clean: Sections = {}
+    for section, fields in sections.items():
+        kept: dict[str, JsonValue] = {}
+        for name, value in fields.items():
+            if _SECRET_NAME.search(name):
+                removed.append(f"{section}.{name}")
+                continue
+            if not include_addresses:
+                if name in _ADDRESS_FIELDS:
+                    removed.append(f"{section}.{name}")
+                    continue
+                if _REPLICA_FIELD.match(name) and isinstance(value, dict):
+                    hidden = [k for k in value if k in _ADDRESS_SUBFIELDS]
+                    if hidden:
+                        value = {k: v for k, v in value.items() if k not in _ADDRESS_SUBFIELDS}
+                        removed.extend(f"{section}.{name}.{k}" for k in hidden)
+            kept[name] = value
+        clean[section] = kept
+    return clean, removed
+
+
+def _value(text: str) -> JsonValue:
+    if ("=" in text and "," in text) or re.fullmatch(r"[a-z_]+=[^,]*", text):
+        pairs = (item.partition("=") for item in text.split(","))
+        return {k: _scalar(v) for k, _, v in pairs}
+    return _scalar(text)
+
+
+def _scalar(text: str) -> JsonValue:
+    if re.fullmatch(r"-?\d{1,18}", text):
+        return int(text)
+    if re.fullmatch(r"-?\d+\.\d+", text):
+        return float(text)
+    return text

