@@ -89,7 +89,13 @@ class Backend:
             "socket_timeout": settings.limits.command_timeout,
             "socket_connect_timeout": min(settings.limits.command_timeout, 5.0),
             "health_check_interval": 30,
-            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+            # One retry after a dropped connection (a restarted Redis), never after a
+            # timeout: a slow command must fail within command_timeout, not twice that.
+            "retry": Retry(
+                ExponentialBackoff(cap=0.5, base=0.05),
+                retries=1,
+                supported_errors=(rexc.ConnectionError,),
+            ),
             "client_name": "mita-redis-mcp",
         }
         if url.startswith("rediss://"):

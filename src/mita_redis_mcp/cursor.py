@@ -97,19 +97,27 @@ async def walk(
     budget: int,
     identity: Callable[[T], bytes],
     accept: Callable[[int, T], bool] = lambda _plan, _item: True,
+    fill: bool = False,
 ) -> Walk[T]:
     """Walk ``plans`` SCAN-like sequences from ``start`` until ``limit`` items are found
     or ``budget`` (the sum of COUNT hints sent) is spent.
 
     ``fetch(plan, cursor, count)`` returns the next cursor (0 at the end) and a page.
+    With ``fill`` (every item is wanted, as in HSCAN/SSCAN of one key), COUNT asks for
+    no more than the room left, so the walk reads about what it returns; otherwise
+    (SCAN with a pattern) pages are as large as the budget allows.
     """
+    if not start.cursor.isdigit():
+        # A stream entry ID ("1700000000000-0"): the key changed type since that answer.
+        raise InvalidInput("the cursor does not fit this call: start again without it")
     items: list[T] = []
     scanned = 0
     position = start
     while position.plan < plans:
         if len(items) >= limit or scanned >= budget:
             return Walk(items, position, scanned)
-        count = position.count if position.skip else min(MAX_PAGE_COUNT, budget - scanned)
+        most = limit - len(items) if fill else MAX_PAGE_COUNT
+        count = position.count if position.skip else min(most, budget - scanned)
         next_cursor, page = await fetch(position.plan, int(position.cursor), count)
         scanned += count
         matched = [item for item in page if accept(position.plan, item)]

@@ -350,6 +350,10 @@ async def _read_string(
     answer.value = render(data, answer.size)
     answer.value_offset = offset
     end = offset + len(data)
+    if answer.value.encoding == "utf8" and isinstance(answer.value.value, str):
+        # A character cut at the window's end is left out of `value`: the next window
+        # starts on it, not inside it (which would make that window unreadable bytes).
+        end = offset + (len(answer.value.value.encode("utf-8")) or len(data))
     if end < answer.size:
         answer.next_cursor = cursors.Position(cursor=str(end)).encode(bind)
 
@@ -369,6 +373,7 @@ async def _read_hash(
         limit=limit,
         budget=app.limits.scan_budget,
         identity=lambda item: item[0],
+        fill=True,
     )
     share = _share(app, limit)
     answer.fields = [
@@ -391,6 +396,7 @@ async def _read_set(
         limit=limit,
         budget=app.limits.scan_budget,
         identity=lambda m: m,
+        fill=True,
     )
     share = _share(app, limit)
     answer.members = [Member(member=render_bounded(m, share)) for m in walk.items]
