@@ -104,7 +104,11 @@ def start_server(
     while True:
         try:
             with server.client() as client:
-                client.ping()
+                pid = client.info("server")["process_id"]
+            # Another process may have taken the free port first: talk only to ours.
+            if pid != process.pid:
+                server.stop()
+                raise RuntimeError(f"port {port} answered for another process")
             return server
         except redis.ConnectionError:
             if process.poll() is not None or time.monotonic() > deadline:

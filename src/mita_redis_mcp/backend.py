@@ -282,9 +282,23 @@ class Backend:
             code = text.split(" ", 1)[0] if text[:1].isupper() else "ERR"
             if not code.isupper():
                 code = "ERR"
+            # redis-py strips the code from the errors it has a class for: put it back.
+            for kind, stripped in _STRIPPED_CODES:
+                if isinstance(exc, kind):
+                    code, text = stripped, f"{stripped} {text}"
+                    break
             return RedisRefused(code, f"Redis refused {command}: {_shorten(text)}")
         return BackendError(f"Redis error on {command}: {type(exc).__name__}")
 
+
+_STRIPPED_CODES: tuple[tuple[type[rexc.ResponseError], str], ...] = (
+    (rexc.NoPermissionError, "NOPERM"),
+    (rexc.ReadOnlyError, "READONLY"),
+    (rexc.OutOfMemoryError, "OOM"),
+    (rexc.NoScriptError, "NOSCRIPT"),
+    (rexc.ExecAbortError, "EXECABORT"),
+    (rexc.MasterDownError, "MASTERDOWN"),
+)
 
 _LENGTH_COMMANDS = {
     "string": "STRLEN",
@@ -315,6 +329,9 @@ def _shorten(text: str, limit: int = 200) -> str:
 
 
 def _connection_reason(exc: rexc.ConnectionError) -> str:
+    # redis-py's text is "Error 111 connecting to host:port. Connect call failed (...)".
+    if isinstance(exc.__cause__ or exc.__context__, ConnectionRefusedError):
+        return "connection refused"
     text = str(exc).lower()
     for needle, reason in (
         ("refused", "connection refused"),

@@ -27,14 +27,15 @@ log = logging.getLogger("mita_redis_mcp")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    options = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: the subcommand's parser must not overwrite, with its defaults, the
+    # flags given before the subcommand (`mita-redis-mcp --prefix app: serve`).
+    options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     for option in OPTIONS:
         if option.kind == "bool":
             options.add_argument(
                 option.flag,
                 dest=option.name,
                 action="store_true",
-                default=None,
                 help=f"{option.help} [{option.env}]",
             )
         elif option.kind == "prefixes":
@@ -61,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", parents=[options], help="Run the MCP server on stdio")
     serve.add_argument(
-        "--demo", action="store_true", help="Serve the built-in demo keyspace (no Redis needed)"
+        "--demo",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="Serve the built-in demo keyspace (no Redis needed)",
     )
     commands.add_parser(
         "demo", parents=[options], help="A short tour of the tools on the demo keyspace"
@@ -136,7 +140,7 @@ async def _tour(settings: Settings) -> None:
         ("Was this token revoked?", "get", {"key": f"mita:blacklist:token:{DEMO_JTI}"}),
         ("What does the cache hold?", "keys", {"pattern": "cache:*"}),
         ("A key outside the scope is refused:", "get", {"key": "session:do-not-show"}),
-        ("Writes are off by default:", "delete", {"keys": ["mita:blacklist:metrics"]}),
+        ("Deleting needs writes switched on:", "delete", {"keys": ["mita:blacklist:metrics"]}),
     ]
     out = sys.stdout
     out.write(f"mita-redis-mcp {__version__}: demo keyspace (no Redis needed)\n")

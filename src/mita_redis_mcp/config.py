@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import SplitResult, parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import SecretStr
 
@@ -269,7 +269,8 @@ def redact_url(url: str) -> str:
         for pair in parts.query.split("&")
         if pair
     )
-    return SplitResult(parts.scheme, netloc, parts.path, query, "").geturl()
+    # Not SplitResult.geturl(): it drops the '//' of a unix:// URL (empty netloc).
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def _parse(option: Option, raw: object, source: str) -> object:
@@ -314,8 +315,11 @@ def _parse_url(url: str, source: str) -> SecretStr:
         if port == 0:
             raise ValueError(f"{source} has port 0")
         db = parts.path.lstrip("/") or "0"
-    if not db.isdigit():
-        raise ValueError(f"{source}: the database must be a number, not {db[:20]!r}")
+    if not (db.isascii() and db.isdigit()):
+        # Not echoed: after a password's unencoded '/', the "database" is the password's tail.
+        raise ValueError(
+            f"{source}: the database must be a number (percent-encode any / ? # @ in the password)"
+        )
     return SecretStr(url)
 
 
@@ -356,7 +360,11 @@ def _parse_number(option: Option, raw: object, source: str) -> int | float:
         and option.high is not None
         and not (option.low <= value <= option.high)
     ):
-        raise ValueError(f"{source} must be between {option.low:g} and {option.high:g}")
+        low, high = (
+            str(int(bound)) if bound == int(bound) else f"{bound:g}"
+            for bound in (option.low, option.high)
+        )
+        raise ValueError(f"{source} must be between {low} and {high}")
     return value
 
 

@@ -13,8 +13,9 @@ from pydantic import JsonValue
 
 # Fields naming another machine, or this one's file system.
 _ADDRESS_FIELDS = {"master_host", "executable", "config_file", "master_link_down_since_seconds"}
-_ADDRESS_SUBFIELDS = {"ip", "address"}
-_REPLICA_FIELD = re.compile(r"^(slave|replica)\d+$|^master\d+$")
+_ADDRESS_SUBFIELDS = {"ip", "address", "bind"}
+# Replicas, sentinels' masters, and (Valkey 8+, Redis 7.2+) listener0:name=tcp,bind=...
+_REPLICA_FIELD = re.compile(r"^(slave|replica)\d+$|^master\d+$|^listener\d+$")
 # Defence in depth: a future or module field that smells of a credential is dropped.
 _SECRET_NAME = re.compile(r"pass(word)?|secret|requirepass|masterauth|token", re.IGNORECASE)
 
@@ -71,7 +72,8 @@ def _value(text: str) -> JsonValue:
 
 
 def _scalar(text: str) -> JsonValue:
-    if re.fullmatch(r"-?\d{1,18}", text):
+    # Leading zeros mark an identifier (redis_git_sha1:00000000), not a number.
+    if re.fullmatch(r"-?(0|[1-9]\d{0,17})", text):
         return int(text)
     if re.fullmatch(r"-?\d+\.\d+", text):
         return float(text)

@@ -65,6 +65,7 @@ def build_server(app: App) -> MCPServer[None]:
             _bind(spec, app),
             name=spec.name,
             title=spec.title,
+            description=inspect.cleandoc(spec.fn.__doc__ or ""),
             annotations=spec.annotations,
             structured_output=True,
         )

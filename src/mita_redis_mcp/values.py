@@ -16,6 +16,8 @@ from typing import Literal, TypedDict
 
 from pydantic import BaseModel, Field, JsonValue
 
+from mita_redis_mcp.scope import MAX_KEY_BYTES
+
 Format = Literal["text", "json", "pickle", "zlib", "msgpack", "cashews-signed", "binary"]
 
 _CASHEWS_SIGNED = re.compile(rb"^(md5|sum):[0-9a-f]+_")
@@ -106,7 +108,11 @@ class KeyRefFields(TypedDict):
 
 
 def key_ref(key: bytes) -> KeyRefFields:
-    """The ``KeyRef`` fields for ``key``."""
+    """The ``KeyRef`` fields for ``key``. A key longer than any tool accepts is cut,
+    so one absurd key name cannot blow up an answer."""
+    if len(key) > MAX_KEY_BYTES:
+        head = key[:256].decode("utf-8", "backslashreplace")
+        return {"key": f"{head}... [{len(key)} bytes: too long to show or use]", "key_base64": None}
     try:
         return {"key": key.decode("utf-8"), "key_base64": None}
     except UnicodeDecodeError:
