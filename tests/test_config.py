@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from mita_redis_mcp import cli
-from mita_redis_mcp.config import DEFAULT_PREFIXES, OPTIONS, Limits, Settings, redact_url
+from mita_redis_mcp.config import OPTIONS, Limits, Settings, redact_url
 from mita_redis_mcp.errors import ConfigError
+from mita_redis_mcp.schema import load_profiles, scope_prefixes
 from tests.servers import free_port
 
 SECRET = "s3cret-pw"
@@ -305,7 +306,11 @@ def test_complete_tls_settings_load(pem: dict[str, str]) -> None:
 def test_defaults_without_any_setting() -> None:
     settings = Settings.load({}, {})
     assert settings.redis_url.get_secret_value() == "redis://localhost:6379/0"
-    assert settings.prefixes == DEFAULT_PREFIXES
+    assert settings.prefixes == ()
+    profiles = settings.load_profiles()
+    assert [p.name for p in profiles] == ["mita"]
+    assert settings.scope_prefixes(profiles) == scope_prefixes(load_profiles(["mita"]))
+    assert "rate_limit:" in settings.scope_prefixes(profiles)
     assert settings.allow_writes is False
     assert settings.allow_all_keys is False
     assert settings.limits == Limits()

@@ -18,8 +18,9 @@ import pytest
 
 from mita_redis_mcp import cli
 from mita_redis_mcp.backend import Command
-from mita_redis_mcp.config import DEFAULT_PREFIXES, OPTIONS
+from mita_redis_mcp.config import OPTIONS
 from mita_redis_mcp.demo import DEMO_JTI, DEMO_USER, client_hash, demo_commands
+from mita_redis_mcp.schema import load_profiles, scope_prefixes
 from mita_redis_mcp.scope import Scope
 from mita_redis_mcp.values import sniff
 from tests.servers import free_port
@@ -244,7 +245,7 @@ def test_cache_entry_is_a_pickle_with_its_meta_counter(
 
 
 def test_every_key_but_the_decoys_is_in_mitas_scope(keyspace: dict[str, list[Command]]) -> None:
-    scope = Scope(DEFAULT_PREFIXES)
+    scope = Scope(scope_prefixes(load_profiles(["mita"])))
     inside = {key for key in keyspace if scope.contains(key.encode())}
     assert set(keyspace) - inside == OUTSIDE_KEYS
     assert SECRET_VALUE in [c[2] for c in keyspace["session:do-not-show"]]

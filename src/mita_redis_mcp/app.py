@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from mita_redis_mcp.backend import Backend
 from mita_redis_mcp.config import Limits, Settings
 from mita_redis_mcp.errors import WritesDisabled
+from mita_redis_mcp.schema import Profile
 from mita_redis_mcp.scope import Scope
 
 
@@ -15,11 +16,13 @@ class App:
     settings: Settings
     scope: Scope
     backend: Backend
+    profiles: tuple[Profile, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, backend: Backend | None = None) -> App:
-        scope = Scope(settings.prefixes, allow_all_keys=settings.allow_all_keys)
-        return cls(settings, scope, backend or Backend.from_settings(settings))
+        profiles = settings.load_profiles()
+        scope = Scope(settings.scope_prefixes(profiles), allow_all_keys=settings.allow_all_keys)
+        return cls(settings, scope, backend or Backend.from_settings(settings), tuple(profiles))
 
     @property
     def limits(self) -> Limits:

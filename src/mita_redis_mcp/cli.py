@@ -38,12 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help=f"{option.help} [{option.env}]",
             )
-        elif option.kind == "prefixes":
+        elif option.kind in ("prefixes", "names"):
             options.add_argument(
                 option.flag,
                 dest=option.name,
                 action="append",
-                metavar="PREFIX",
+                metavar="PREFIX" if option.kind == "prefixes" else "NAME",
                 help=f"{option.help} [{option.env}]",
             )
         else:
@@ -102,7 +102,8 @@ def _announce(settings: Settings) -> None:
     if settings.allow_all_keys:
         log.warning("--allow-all-keys: every key in the database is in scope")
     else:
-        log.info("scope: %s", ", ".join(settings.prefixes))
+        prefixes = settings.scope_prefixes(settings.load_profiles())
+        log.info("scope: %s", ", ".join(prefixes))
     if settings.tls_insecure_skip_verify:
         log.warning("--tls-insecure-skip-verify: the server's TLS certificate is NOT verified")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,31 +18,16 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import SecretStr
 
 from mita_redis_mcp.errors import ConfigError
+from mita_redis_mcp.schema import Profile, ProfileError, load_profiles
+from mita_redis_mcp.schema import scope_prefixes as profile_prefixes
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
-# MITA's namespaces (../shared/keyspaces/mita.md) until key-schema profiles exist.
-DEFAULT_PREFIXES: tuple[str, ...] = (
-    "rate_limit:",
-    "FASTAPI_LIMITER:",
-    "mita:",
-    "revoked:jwt:",
-    "cache:",
-    "tag:",
-    "meta:",
-    "penalties:",
-    "auth:",
-    "auth_pattern:",
-    "suspicious:",
-    "security_events:",
-    "request_frequency:",
-    "task_result:",
-    "feature_flag_value:",
-    "feature_flag_def:",
-)
+# Without --profile (and without a profile file), the first user's layout.
+DEFAULT_PROFILES: tuple[str, ...] = ("mita",)
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-Kind = Literal["url", "prefixes", "bool", "int", "float", "path", "level"]
+Kind = Literal["url", "prefixes", "names", "bool", "int", "float", "path", "level"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +57,24 @@ OPTIONS: tuple[Option, ...] = (
         "--prefix",
         "prefixes",
         "Key prefixes the server may touch (flag repeatable; env comma-separated). "
-        "Default: MITA's namespaces.",
+        "Default: the prefixes of the active profiles' namespaces.",
+    ),
+    Option(
+        "profiles",
+        "MITA_REDIS_MCP_PROFILES",
+        "--profile",
+        "names",
+        "Key-schema profiles the domain tools understand (flag repeatable; env "
+        "comma-separated): mita, limits, fastapi-limiter, fastapi-users, flask-session, "
+        "starsessions, django, cashews, rq, or one of your profile file. Default: mita.",
+    ),
+    Option(
+        "profile_file",
+        "MITA_REDIS_MCP_PROFILE_FILE",
+        "--profile-file",
+        "path",
+        "A TOML file of your own profiles (docs/profiles.md). Without --profile, all of "
+        "its profiles are used.",
     ),
     Option(
         "allow_all_keys",
@@ -180,7 +182,10 @@ class Settings:
     """Everything the server needs to start. Build it with ``Settings.load``."""
 
     redis_url: SecretStr = field(default_factory=lambda: SecretStr(DEFAULT_REDIS_URL))
-    prefixes: tuple[str, ...] = DEFAULT_PREFIXES
+    # Empty: the active profiles' prefixes (see ``scope_prefixes``).
+    prefixes: tuple[str, ...] = ()
+    profiles: tuple[str, ...] | None = None
+    profile_file: Path | None = None
     allow_all_keys: bool = False
     allow_writes: bool = False
     limits: Limits = field(default_factory=Limits)
@@ -195,6 +200,18 @@ class Settings:
     def safe_url(self) -> str:
         """The Redis URL with its password replaced by ``***``: safe to log and show."""
         return redact_url(self.redis_url.get_secret_value())
+
+    def load_profiles(self) -> list[Profile]:
+        """The active key-schema profiles: those named, else the profile file's, else
+        ``DEFAULT_PROFILES``. Raises ``ProfileError``."""
+        names = self.profiles
+        if names is None:
+            names = () if self.profile_file is not None else DEFAULT_PROFILES
+        return load_profiles(names, self.profile_file)
+
+    def scope_prefixes(self, profiles: Sequence[Profile]) -> tuple[str, ...]:
+        """The prefixes given explicitly, else those of ``profiles``' namespaces."""
+        return self.prefixes or profile_prefixes(profiles)
 
     @classmethod
     def load(
@@ -232,12 +249,17 @@ class Settings:
         bounds = {name: values.pop(name) for name in limit_names if name in values}
         limits = Limits(**bounds)  # type: ignore[arg-type]
         settings = cls(limits=limits, demo=demo, **values)  # type: ignore[arg-type]
-        problems.extend(settings._cross_checks())
+        try:
+            profiles = settings.load_profiles()
+        except ProfileError as exc:
+            problems.extend(exc.problems)
+            profiles = []
+        problems.extend(settings._cross_checks(profiles))
         if problems:
             raise ConfigError(problems)
         return settings
 
-    def _cross_checks(self) -> list[str]:
+    def _cross_checks(self, profiles: Sequence[Profile]) -> list[str]:
         problems: list[str] = []
         scheme = urlsplit(self.redis_url.get_secret_value()).scheme
         tls_files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
@@ -247,8 +269,11 @@ class Settings:
             problems.append("--tls-cert-file and --tls-key-file must be given together")
         if self.tls_insecure_skip_verify and self.tls_ca_file is not None:
             problems.append("--tls-insecure-skip-verify contradicts --tls-ca-file: choose one")
-        if not self.allow_all_keys and not self.prefixes:
-            problems.append("no key prefix is configured: give --prefix (or --allow-all-keys)")
+        if not self.allow_all_keys and not self.scope_prefixes(profiles):
+            problems.append(
+                "no key prefix is configured: give --prefix, a profile with prefixes, "
+                "or --allow-all-keys"
+            )
         return problems
 
 
@@ -279,6 +304,8 @@ def _parse(option: Option, raw: object, source: str) -> object:
             return _parse_url(str(raw), source)
         case "prefixes":
             return _parse_prefixes(raw, source)
+        case "names":
+            return _parse_names(raw, source)
         case "bool":
             return _parse_bool(raw, source)
         case "int" | "float":
@@ -334,6 +361,14 @@ def _parse_prefixes(raw: object, source: str) -> tuple[str, ...]:
     if not prefixes:
         raise ValueError(f"{source} is empty: give at least one prefix")
     return prefixes
+
+
+def _parse_names(raw: object, source: str) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    names = tuple(str(n).strip() for n in items if str(n).strip())
+    if not names:
+        raise ValueError(f"{source} is empty: name at least one profile")
+    return names
 
 
 def _parse_bool(raw: object, source: str) -> bool:
