@@ -22,7 +22,8 @@ from mita_redis_mcp.tools.base import Answer, ToolSpec
 
 log = logging.getLogger(__name__)
 
-TOOL_SPECS: tuple[ToolSpec, ...] = core.TOOLS
+# One line per tool family (tools/<family>.py exports TOOLS).
+TOOL_SPECS: tuple[ToolSpec, ...] = (*core.TOOLS,)
 
 
 class _Server(MCPServer[None]):
