@@ -38,7 +38,7 @@ def mask_personal(value: str) -> str:
         pass
     else:
         if address.version == 4:
-            return ".".join(value.split(".")[:2] + ["x", "x"])
+            return ".".join([*value.split(".")[:2], "x", "x"])
         return str(ipaddress.ip_network(f"{address}/48", strict=False).network_address) + "x"
     email = _EMAIL.match(value)
     if email:
