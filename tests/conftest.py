@@ -26,6 +26,22 @@ from mita_redis_mcp.config import Limits, Settings
 from mita_redis_mcp.server import build_server
 from tests.servers import ServerProcess, redis_binary, running, valkey_binary
 
+# The tools, in the order tools/list gives them; the write tools come after `info`.
+CORE_READ_TOOLS = ["get", "keys", "info"]
+WRITE_TOOLS = ["set", "delete"]
+DOMAIN_TOOLS = [
+    "inspect_rate_limits",
+    "list_sessions",
+    "check_blacklist",
+    "cache_hit_rate",
+    "keyspace_summary",
+    "slowlog",
+    "latency",
+    "clients",
+]
+READ_TOOLS = CORE_READ_TOOLS + DOMAIN_TOOLS
+TOOLS_WITH_WRITES = CORE_READ_TOOLS + WRITE_TOOLS + DOMAIN_TOOLS
+
 REQUIRE_SERVERS = (
     bool(os.environ.get("CI")) or os.environ.get("MITA_REDIS_MCP_REQUIRE_SERVERS") == "1"
 )
@@ -106,13 +122,15 @@ MakeApp = Callable[..., App]
 
 
 def app_for(target: Target, **options: Any) -> App:
-    """An App on ``target``. Options: prefixes, allow_writes, allow_all_keys, and any
-    ``Limits`` field."""
+    """An App on ``target``. Options: prefixes, profiles, allow_writes, allow_all_keys,
+    and any ``Limits`` field. With profiles and ``prefixes=()``, the profiles' prefixes
+    are the scope."""
     limit_names = set(Limits.__dataclass_fields__)
     limits = Limits(**{k: v for k, v in options.items() if k in limit_names})
     settings = Settings(
         redis_url=SecretStr(target.url),
         prefixes=tuple(options.get("prefixes", ("app:",))),
+        profiles=options.get("profiles"),
         allow_writes=options.get("allow_writes", False),
         allow_all_keys=options.get("allow_all_keys", False),
         limits=limits,

@@ -19,15 +19,23 @@ import pytest
 from mita_redis_mcp import cli
 from mita_redis_mcp.backend import Command
 from mita_redis_mcp.config import OPTIONS
-from mita_redis_mcp.demo import DEMO_JTI, DEMO_USER, client_hash, demo_commands
+from mita_redis_mcp.demo import (
+    BLOCKED_IP,
+    BLOCKED_UA,
+    DEMO_JTI,
+    DEMO_USER,
+    client_hash,
+    demo_commands,
+)
 from mita_redis_mcp.schema import load_profiles, scope_prefixes
 from mita_redis_mcp.scope import Scope
 from mita_redis_mcp.values import sniff
+from tests.conftest import READ_TOOLS
 from tests.servers import free_port
 
 NOW = 1_800_000_000.25
-BLOCKED_IP = "203.0.113.7"
-BLOCKED_UA = "MITA/2.4.1 (iPhone; iOS 18.1)"
+
+
 # MITA's sliding-log limits (app/core/simple_rate_limiter.py): endpoint -> (L, W seconds).
 SLIDING_LOG_LIMITS = {"auth_login": (10, 900), "api_general": (1000, 3600)}
 OUTSIDE_KEYS = {"session:do-not-show", "celery-task-meta-1"}
@@ -72,26 +80,50 @@ def check_tour(out: str) -> None:
     heading, steps = parse_tour(out)
     assert heading[0].endswith("demo keyspace (no Redis needed)")
     assert heading[1].startswith("scope: ")
-    assert heading[2] == "tools: get, keys, info"
-    assert [step.tool for step in steps] == ["info", "keys", "get", "get", "keys", "get", "delete"]
+    assert heading[2] == "tools: " + ", ".join(READ_TOOLS)
+    assert [step.tool for step in steps] == [
+        "info",
+        "keys",
+        "inspect_rate_limits",
+        "check_blacklist",
+        "list_sessions",
+        "get",
+        "get",
+        "delete",
+    ]
 
     answered = [step for step in steps if step.answer is not None]
-    assert len(answered) == 5
+    assert len(answered) == 6
     for step in answered:
         assert step.answer is not None
         assert step.answer["demo"] is True, step.question
 
-    blocked = steps[2].answer
-    assert blocked is not None
-    assert blocked["key"] == f"rate_limit:auth_login:client:{client_hash(BLOCKED_IP, BLOCKED_UA)}"
-    assert blocked["type"] == "zset"
-    assert blocked["size"] > SLIDING_LOG_LIMITS["auth_login"][0]
-    assert all(float(member["member"]["value"]) == member["score"] for member in blocked["members"])
+    limits = steps[2].answer
+    assert limits is not None
+    [limiter] = limits["limiters"]
+    assert limiter["key"] == f"rate_limit:auth_login:client:{client_hash(BLOCKED_IP, BLOCKED_UA)}"
+    assert limiter["algorithm"] == "sliding_log_zset"
+    assert (limiter["limit"], limiter["window_seconds"]) == SLIDING_LOG_LIMITS["auth_login"]
+    assert limiter["count"] == 12
+    assert limiter["blocked"] is True
+    assert limiter["retry_after_seconds"] > 0
+
     revoked = steps[3].answer
     assert revoked is not None
-    assert revoked["value"]["value"] == "user_revocation"
+    assert revoked["blacklisted"] is True
+    assert revoked["entries"][0]["reason"] == "user_revocation"
 
-    outside, delete = steps[5], steps[6]
+    sessions = steps[4].answer
+    assert sessions is not None
+    assert sessions["sessions"] == []
+    assert "no sessions" in sessions["summary"]
+
+    cached = steps[5].answer
+    assert cached is not None
+    assert cached["value"]["format"] == "pickle"
+    assert cached["value"]["encoding"] == "base64"
+
+    outside, delete = steps[6], steps[7]
     assert outside.arguments == {"key": "session:do-not-show"}
     assert outside.refusal is not None
     assert "outside the allowed prefixes" in outside.refusal

@@ -141,6 +141,7 @@ def _raw_part(draw: st.DrawFn) -> GlobPart:
 
 
 def _part(adversarial: bool) -> st.SearchStrategy[GlobPart]:
+    # Literals twice: most of a real pattern is literal bytes.
     parts = [_literal_part(), _literal_part(), st.just(_STAR_PART), st.just(_ANY_PART)]
     parts.append(_class_part())
     if adversarial:
@@ -594,6 +595,17 @@ def test_class_to_redis_cannot_be_read_as_a_wider_range_or_negation(
 def in_scope(case: ScopeCase, key: bytes) -> bool:
     """The rule itself, written apart from the code under test."""
     return case.allow_all_keys or any(key.startswith(p) for p in case.prefixes)
+
+
+@given(case=scope_cases())
+def test_check_key_accepts_exactly_the_keys_in_scope(case: ScopeCase) -> None:
+    scope = Scope(case.prefixes, allow_all_keys=case.allow_all_keys)
+    for key in case.keys:
+        if in_scope(case, key):
+            assert scope.check_key(key) == key
+        else:
+            with pytest.raises(OutOfScope):
+                scope.check_key(key)
 
 
 def _plans(case: ScopeCase) -> tuple[Scope, list[ScanPlan] | None]:

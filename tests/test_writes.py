@@ -11,13 +11,19 @@ from mcp.types import CallToolResult, Tool
 
 from mita_redis_mcp.app import App
 from mita_redis_mcp.server import build_server
-from tests.conftest import MakeApp, Target, call_tool, error_text
+from tests.conftest import (
+    READ_TOOLS,
+    TOOLS_WITH_WRITES,
+    WRITE_TOOLS,
+    MakeApp,
+    Target,
+    call_tool,
+    error_text,
+)
 
 pytestmark = pytest.mark.anyio
 
 Answer = dict[str, Any]
-READ_TOOLS = {"get", "keys", "info"}
-WRITE_TOOLS = {"set", "delete"}
 
 
 def answer_of(result: CallToolResult) -> Answer:
@@ -40,7 +46,7 @@ async def write(app: App, tool: str, **arguments: Any) -> Answer:
 
 
 async def test_write_tools_are_not_listed_when_writes_are_off(make_app: MakeApp) -> None:
-    assert set(await tools_of(make_app())) == READ_TOOLS
+    assert list(await tools_of(make_app())) == READ_TOOLS
 
 
 async def test_set_when_writes_are_off_says_how_to_enable_and_writes_nothing(
@@ -70,7 +76,7 @@ async def test_delete_when_writes_are_off_says_how_to_enable_and_deletes_nothing
 
 
 async def test_write_tools_are_listed_when_writes_are_on(make_app: MakeApp) -> None:
-    assert set(await tools_of(make_app(allow_writes=True))) == READ_TOOLS | WRITE_TOOLS
+    assert list(await tools_of(make_app(allow_writes=True))) == TOOLS_WITH_WRITES
 
 
 async def test_tool_annotations_and_output_schemas(make_app: MakeApp) -> None:

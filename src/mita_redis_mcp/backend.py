@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
+import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
@@ -69,6 +70,47 @@ class KeyMeta:
     encoding: str | None
 
 
+@dataclass(frozen=True)
+class StringHead:
+    """A string key's TTL, length, and first bytes (see ``Backend.string_heads``)."""
+
+    pttl: int
+    size: int
+    head: bytes
+
+
+@dataclass(frozen=True)
+class LimiterRead:
+    """What to read about one rate-limiter key (see ``Backend.limiter_states``).
+
+    ``counter``: GET (and GET/PTTL of ``companion``, a sliding window's previous
+    counter). ``zset_log``: ZCOUNT of the scores after ``since``, the oldest of them,
+    and the one ``nth`` places back from the newest. ``list_log``: the first ``nth``
+    elements (timestamps, newest first).
+    """
+
+    key: bytes
+    shape: str  # "counter", "zset_log" or "list_log"
+    since: float = 0.0
+    nth: int | None = None
+    companion: bytes | None = None
+
+
+@dataclass(frozen=True)
+class LimiterState:
+    """What Redis holds for one ``LimiterRead``; a read that met another type is None."""
+
+    type: str
+    pttl: int
+    value: bytes | None = None
+    count: int | None = None
+    oldest: float | None = None
+    nth: float | None = None
+    entries: tuple[bytes, ...] = ()
+    companion_value: bytes | None = None
+    companion_pttl: int | None = None
+
+
 class Backend:
     """Bounded Redis commands over one connection pool."""
 
@@ -96,7 +138,6 @@ class Backend:
                 retries=1,
                 supported_errors=(rexc.ConnectionError,),
             ),
-            "client_name": "mita-redis-mcp",
         }
         if url.startswith("rediss://"):
             options["ssl_cert_reqs"] = (
@@ -208,6 +249,210 @@ class Backend:
             "# Server\r\nredis_version:demo\r\nredis_mode:standalone\r\n"
             f"# Keyspace\r\ndb0:keys={keys}\r\n"
         )
+
+    # -- sessions and blacklist --------------------------------------------------------
+
+    async def string_heads(self, keys: Sequence[bytes], max_bytes: int) -> list[StringHead | None]:
+        """PTTL, STRLEN and the first ``max_bytes`` bytes (GETRANGE, never an unbounded
+        GET) of each string key, in one pipeline. ``None`` for a key that is no longer a
+        string; a missing key has ``pttl == -2``."""
+        commands: list[Command] = []
+        for key in keys:
+            commands += [("PTTL", key), ("STRLEN", key), ("GETRANGE", key, 0, max_bytes - 1)]
+        # WRONGTYPE (the key changed type since it was found) spares the other keys.
+        optional = {i for i in range(len(commands)) if i % 3}
+        replies = await self._pipeline(commands, optional=optional)
+        heads: list[StringHead | None] = []
+        for i in range(0, len(replies), 3):
+            pttl, size, head = replies[i : i + 3]
+            if pttl is None or size is None or head is None:
+                heads.append(None)
+            else:
+                heads.append(StringHead(int(pttl), int(size), bytes(head)))
+        return heads
+
+    async def sismember(self, key: bytes, member: bytes) -> bool:
+        return bool(await self._call("SISMEMBER", key, member))
+
+    async def config_get(self, parameter: str) -> str | None:
+        """One CONFIG GET parameter; ``None`` when the server refuses CONFIG (managed
+        Redis such as Upstash, an ACL user without +config) or does not know it."""
+        try:
+            reply = await self._call("CONFIG", "GET", parameter)
+        except RedisRefused:
+            return None
+        values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
+        return _text(values[0]) if values else None
+
+    # -- cache, keyspace, diagnostics ------------------------------------------------
+
+    async def memory_usage(self, keys: Sequence[bytes]) -> list[int | None] | None:
+        """MEMORY USAGE of each key, pipelined, with Redis's default sampling (a few
+        elements of a collection, extrapolated: never SAMPLES 0, which reads every
+        element of a huge collection). ``None`` when the server refuses MEMORY (an ACL
+        user without it, a managed Redis); an entry is ``None`` for a key gone since it
+        was found. MEMORY USAGE is not a keyspace lookup: it leaves
+        keyspace_hits/misses alone."""
+        if not keys:
+            return []
+        try:
+            first = await self._call("MEMORY", "USAGE", keys[0])
+        except RedisRefused:
+            return None
+        rest = await self._pipeline(
+            [("MEMORY", "USAGE", key) for key in keys[1:]],
+            optional=set(range(len(keys) - 1)),
+        )
+        return [None if r is None else int(r) for r in [first, *rest]]
+
+    async def dbsize(self) -> int | None:
+        """DBSIZE (keys in the database, in and out of scope: a count, no key); ``None``
+        when the server refuses it."""
+        try:
+            return int(await self._call("DBSIZE"))
+        except RedisRefused:
+            return None
+
+    async def lengths(self, keys: Sequence[tuple[bytes, str]]) -> list[int | None]:
+        """The length (bytes of a string, items of a collection) of each (key, type),
+        pipelined; ``None`` for a type without a length command or a key that changed."""
+        known = [(key, _LENGTH_COMMANDS[t]) for key, t in keys if t in _LENGTH_COMMANDS]
+        replies = iter(
+            await self._pipeline(
+                [(command, key) for key, command in known], optional=set(range(len(known)))
+            )
+        )
+        return [
+            (None if (r := next(replies)) is None else int(r)) if t in _LENGTH_COMMANDS else None
+            for _key, t in keys
+        ]
+
+    async def counter_values(
+        self, keys: Sequence[bytes], hash_field: bytes | None
+    ) -> list[int | None]:
+        """App-kept hit counters, pipelined: HGET ``hash_field`` of each HASH, or the
+        first 32 bytes of each STRING. ``None`` for a missing or non-integer counter.
+        These are keyspace lookups: callers read them outside a sampling window."""
+        commands: list[Command] = [
+            ("HGET", key, hash_field) if hash_field is not None else ("GETRANGE", key, 0, 31)
+            for key in keys
+        ]
+        replies = await self._pipeline(commands, optional=set(range(len(commands))))
+        values: list[int | None] = []
+        for reply in replies:
+            text = _text(reply).strip() if reply is not None else ""
+            values.append(int(text) if text.lstrip("-").isdigit() else None)
+        return values
+
+    @property
+    def db(self) -> int:
+        """The database number the connection selects (keyspace events name it)."""
+        return int(self._client.connection_pool.connection_kwargs.get("db", 0) or 0)
+
+    async def slowlog_get(self, count: int) -> list[Any]:
+        """SLOWLOG GET ``count`` (raw entries; bounded by ``count``)."""
+        return list(await self._call("SLOWLOG", "GET", count))
+
+    async def latency_latest(self) -> list[Any]:
+        """LATENCY LATEST: one entry per event that crossed the monitor threshold."""
+        return list(await self._call("LATENCY", "LATEST"))
+
+    async def client_list(self) -> str:
+        """CLIENT LIST's raw text, one line per connection."""
+        return _text(await self._call("CLIENT", "LIST"))
+
+    async def notify_keyspace_events(self) -> str:
+        """CONFIG GET notify-keyspace-events (the only CONFIG parameter Upstash has)."""
+        reply = await self._call("CONFIG", "GET", "notify-keyspace-events")
+        values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
+        return _text(values[0]) if values else ""
+
+    async def set_notify_keyspace_events(self, flags: str) -> None:
+        """CONFIG SET notify-keyspace-events: a server-wide change, made only by an
+        explicit opt-in and always restored by the caller."""
+        await self._call("CONFIG", "SET", "notify-keyspace-events", flags)
+
+    @asynccontextmanager
+    async def key_events(
+        self, channel: bytes, on_key: Callable[[bytes], None]
+    ) -> AsyncIterator[None]:
+        """Subscribe to one keyspace-notification channel for the body's duration and
+        pass each event's key to ``on_key``.
+
+        On a normal exit a PING goes down the subscribed connection and events are read
+        until its reply: Redis answers in order, so every event published while the body
+        ran has been counted (no wait for stragglers). On cancellation or an error the
+        listener stops at once. SUBSCRIBE, PING and UNSUBSCRIBE use
+        a connection of their own and are counted as commands."""
+        pubsub = self._client.pubsub()
+        try:
+            _count(1)
+            try:
+                await pubsub.subscribe(channel)
+            except rexc.RedisError as exc:
+                raise self._translate(exc, "SUBSCRIBE") from exc
+            drained = anyio.Event()
+
+            async def listen() -> None:
+                while True:
+                    message = await pubsub.get_message(timeout=self._timeout)
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
+                        on_key(bytes(message["data"]))
+                    elif message["type"] == "pong":
+                        drained.set()
+                        return
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(listen)
+                try:
+                    yield
+                except BaseException:
+                    # Cancelled or failed: the listener is being cancelled too, so no
+                    # PONG would be read; waiting for one would only wait for the timeout.
+                    group.cancel_scope.cancel()
+                    raise
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+                    _count(1)
+                    await pubsub.ping()
+                    await drained.wait()
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+                _count(1)
+                try:
+                    await pubsub.unsubscribe()
+                except rexc.RedisError:
+                    log.debug("UNSUBSCRIBE failed; the connection is closed instead")
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # -- rate limits -------------------------------------------------------------------
+
+    async def time(self) -> float:
+        """The server's clock (TIME), in unix seconds: limiter windows are judged by the
+        clock that wrote them, not by this machine's."""
+        reply = await self._call("TIME")
+        seconds, micros = (int(part) for part in reply)
+        return seconds + micros / 1_000_000
+
+    async def limiter_states(self, reads: Sequence[LimiterRead]) -> list[LimiterState]:
+        """TYPE, PTTL and the bounded reads each ``LimiterRead`` asks for, in one
+        pipeline (2 to 5 commands per key). A read that meets another type (the key
+        changed since it was found) yields ``None`` in its field, not an error."""
+        commands: list[Command] = []
+        spans: list[tuple[int, int]] = []
+        for read in reads:
+            start = len(commands)
+            commands += [("TYPE", read.key), ("PTTL", read.key)]
+            commands += _limiter_commands(read)
+            spans.append((start, len(commands)))
+        value_reads = {i for start, end in spans for i in range(start + 2, end)}
+        replies = await self._pipeline(commands, optional=value_reads)
+        return [
+            _limiter_state(read, replies[start:end])
+            for read, (start, end) in zip(reads, spans, strict=True)
+        ]
 
     # -- writes (the tools call these only when writes are on) -----------------------
 
@@ -347,3 +592,56 @@ def _connection_reason(exc: rexc.ConnectionError) -> str:
         if needle in text:
             return reason
     return "connection lost"
+
+
+def _limiter_commands(read: LimiterRead) -> list[Command]:
+    key = read.key
+    if read.shape == "counter":
+        extra: list[Command] = [("GET", key)]
+        if read.companion is not None:
+            extra += [("GET", read.companion), ("PTTL", read.companion)]
+        return extra
+    if read.shape == "list_log":
+        return [("LRANGE", key, 0, max(0, (read.nth or 0) - 1))]
+    after = f"({read.since!r}"
+    extra = [
+        ("ZCOUNT", key, after, "+inf"),
+        ("ZRANGEBYSCORE", key, after, "+inf", "WITHSCORES", "LIMIT", 0, 1),
+    ]
+    if read.nth is not None:
+        extra.append(("ZREVRANGEBYSCORE", key, "+inf", after, "WITHSCORES", "LIMIT", read.nth, 1))
+    return extra
+
+
+def _limiter_state(read: LimiterRead, replies: list[Any]) -> LimiterState:
+    type_, pttl, *rest = replies
+    if read.shape == "counter":
+        companion = rest[1:] if read.companion is not None else [None, None]
+        return LimiterState(
+            _text(type_),
+            int(pttl),
+            value=None if rest[0] is None else bytes(rest[0]),
+            companion_value=None if companion[0] is None else bytes(companion[0]),
+            companion_pttl=None if companion[1] is None else int(companion[1]),
+        )
+    if read.shape == "list_log":
+        entries = tuple(bytes(e) for e in rest[0] or ())
+        return LimiterState(_text(type_), int(pttl), entries=entries)
+    count, oldest, *nth = rest
+    return LimiterState(
+        _text(type_),
+        int(pttl),
+        count=None if count is None else int(count),
+        oldest=_first_score(oldest),
+        nth=_first_score(nth[0]) if nth else None,
+    )
+
+
+def _first_score(reply: Any) -> float | None:
+    """The score of the first pair of a WITHSCORES reply (flat in RESP2, pairs in RESP3)."""
+    if not reply:
+        return None
+    first = reply[0]
+    if isinstance(first, (list, tuple)):
+        return float(first[1])
+    return float(reply[1])

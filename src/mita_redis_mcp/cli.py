@@ -124,22 +124,29 @@ async def _tour(settings: Settings) -> None:
     from mcp import Client
 
     from mita_redis_mcp.app import App
-    from mita_redis_mcp.demo import DEMO_JTI, client_hash, seed
+    from mita_redis_mcp.demo import (
+        BLOCKED_IP,
+        BLOCKED_UA,
+        DEMO_CACHE_KEY,
+        DEMO_JTI,
+        DEMO_USER,
+        seed,
+    )
     from mita_redis_mcp.server import build_server
 
     app = App.from_settings(settings)
     await seed(app.backend)
-    blocked = client_hash("203.0.113.7", "MITA/2.4.1 (iPhone; iOS 18.1)")
     steps: list[tuple[str, str, dict[str, Any]]] = [
         ("How full is this Redis?", "info", {"section": "keyspace"}),
         ("Which rate-limit keys exist?", "keys", {"pattern": "rate_limit:*"}),
         (
-            "Why is this client getting 429s on login?",
-            "get",
-            {"key": f"rate_limit:auth_login:client:{blocked}", "count": 3},
+            "Why is this user getting 429s on login? (IP and User-Agent from the ticket)",
+            "inspect_rate_limits",
+            {"identifier": BLOCKED_IP, "user_agent": BLOCKED_UA, "endpoint": "auth_login"},
         ),
-        ("Was this token revoked?", "get", {"key": f"mita:blacklist:token:{DEMO_JTI}"}),
-        ("What does the cache hold?", "keys", {"pattern": "cache:*"}),
+        ("Was this token revoked?", "check_blacklist", {"jti": DEMO_JTI}),
+        ("Who is logged in as this user?", "list_sessions", {"user": DEMO_USER}),
+        ("What does this cache entry hold?", "get", {"key": DEMO_CACHE_KEY}),
         ("A key outside the scope is refused:", "get", {"key": "session:do-not-show"}),
         ("Deleting needs writes switched on:", "delete", {"keys": ["mita:blacklist:metrics"]}),
     ]

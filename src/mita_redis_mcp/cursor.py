@@ -98,6 +98,7 @@ async def walk(
     identity: Callable[[T], bytes],
     accept: Callable[[int, T], bool] = lambda _plan, _item: True,
     fill: bool = False,
+    page_size: int = MAX_PAGE_COUNT,
 ) -> Walk[T]:
     """Walk ``plans`` SCAN-like sequences from ``start`` until ``limit`` items are found
     or ``budget`` (the sum of COUNT hints sent) is spent.
@@ -105,7 +106,9 @@ async def walk(
     ``fetch(plan, cursor, count)`` returns the next cursor (0 at the end) and a page.
     With ``fill`` (every item is wanted, as in HSCAN/SSCAN of one key), COUNT asks for
     no more than the room left, so the walk reads about what it returns; otherwise
-    (SCAN with a pattern) pages are as large as the budget allows.
+    (SCAN with a pattern) pages are as large as the budget allows, up to ``page_size``
+    (a caller that knows the table is small asks for less, so the budget it spends is
+    close to what Redis examines).
     """
     if not start.cursor.isdigit():
         # A stream entry ID ("1700000000000-0"): the key changed type since that answer.
@@ -116,7 +119,7 @@ async def walk(
     while position.plan < plans:
         if len(items) >= limit or scanned >= budget:
             return Walk(items, position, scanned)
-        most = limit - len(items) if fill else MAX_PAGE_COUNT
+        most = limit - len(items) if fill else min(page_size, MAX_PAGE_COUNT)
         count = position.count if position.skip else min(most, budget - scanned)
         next_cursor, page = await fetch(position.plan, int(position.cursor), count)
         scanned += count

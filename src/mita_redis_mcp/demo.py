@@ -18,6 +18,10 @@ from mita_redis_mcp.backend import Backend, Command
 
 DEMO_USER = "7c0e9a52-3f1d-4d6b-9a51-2f8e4b7d1c10"
 DEMO_JTI = "5f2b8c1e-9d4a-4e7b-8c3f-1a2b3c4d5e6f"
+DEMO_CACHE_KEY = "cache:" + hashlib.md5(b"get_budget_summary:42").hexdigest()  # noqa: S324
+# The client the demo's login limiter has blocked (an IP and User-Agent from a ticket).
+BLOCKED_IP = "203.0.113.7"
+BLOCKED_UA = "MITA/2.4.1 (iPhone; iOS 18.1)"
 
 
 def client_hash(ip: str, user_agent: str) -> str:
@@ -29,7 +33,7 @@ def client_hash(ip: str, user_agent: str) -> str:
 def demo_commands(now: float | None = None) -> list[Command]:
     """The write commands that build the demo keyspace."""
     now = time.time() if now is None else now
-    blocked = client_hash("203.0.113.7", "MITA/2.4.1 (iPhone; iOS 18.1)")
+    blocked = client_hash(BLOCKED_IP, BLOCKED_UA)
     calm = client_hash("198.51.100.23", "MITA/2.4.1 (Android 15)")
     commands: list[Command] = []
 
@@ -79,7 +83,7 @@ def demo_commands(now: float | None = None) -> list[Command]:
     )
 
     # A cache entry as MITA's caching layer writes it: a pickle (never unpickled here).
-    cache_key = "cache:" + hashlib.md5(b"get_budget_summary:42").hexdigest()  # noqa: S324
+    cache_key = DEMO_CACHE_KEY
     commands.append(
         (
             "SET",

@@ -17,13 +17,22 @@ from mita_redis_mcp import __version__
 from mita_redis_mcp.app import App
 from mita_redis_mcp.backend import meter
 from mita_redis_mcp.errors import MitaRedisMcpError
-from mita_redis_mcp.tools import core
+from mita_redis_mcp.prompts import PROMPTS
+from mita_redis_mcp.tools import blacklist, cache, core, diagnostics, keyspace, ratelimits, sessions
 from mita_redis_mcp.tools.base import Answer, ToolSpec
 
 log = logging.getLogger(__name__)
 
 # One line per tool family (tools/<family>.py exports TOOLS).
-TOOL_SPECS: tuple[ToolSpec, ...] = (*core.TOOLS,)
+TOOL_SPECS: tuple[ToolSpec, ...] = (
+    *core.TOOLS,
+    *ratelimits.TOOLS,
+    *sessions.TOOLS,
+    *blacklist.TOOLS,
+    *cache.TOOLS,
+    *keyspace.TOOLS,
+    *diagnostics.TOOLS,
+)
 
 
 class _Server(MCPServer[None]):
@@ -70,6 +79,8 @@ def build_server(app: App) -> MCPServer[None]:
             annotations=spec.annotations,
             structured_output=True,
         )
+    for fn, name, title in PROMPTS:
+        server.prompt(name=name, title=title)(fn)
     return server
 
 
@@ -110,4 +121,7 @@ def _bind(spec: ToolSpec, app: App) -> Any:
 
     del tool.__wrapped__  # the SDK must read the signature below, without `app`
     tool.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    # The SDK finds a `ctx: Context` parameter through the annotations: evaluated ones,
+    # since this wrapper's module cannot resolve the tool module's names.
+    tool.__annotations__ = {p.name: p.annotation for p in params}
     return tool
