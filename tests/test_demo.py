@@ -271,7 +271,7 @@ def test_cache_entry_is_a_pickle_with_its_meta_counter(
     assert (verb, ex) == ("SET", "EX")
     assert isinstance(value, bytes)
     assert sniff(value) == "pickle"
-    [meta] = keyspace[f"meta:{cache_key}"]
+    [meta] = keyspace["meta:" + cache_key.removeprefix("cache:")]
     assert meta[0] == "HSET"
     assert set(meta[2::2]) == {"access_count", "last_accessed"}
 

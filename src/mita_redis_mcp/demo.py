@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import UTC, datetime
 
 from mita_redis_mcp.backend import Backend, Command
 
@@ -94,7 +95,15 @@ def demo_commands(now: float | None = None) -> list[Command]:
         )
     )
     commands.append(
-        ("HSET", f"meta:{cache_key}", "access_count", 57, "last_accessed", f"{now - 12:.3f}")
+        # MITA keeps the hit counter under the cache key without its "cache:" prefix.
+        (
+            "HSET",
+            "meta:" + cache_key.removeprefix("cache:"),
+            "access_count",
+            57,
+            "last_accessed",
+            datetime.fromtimestamp(now - 12, UTC).isoformat(),
+        )
     )
 
     # Queues and task results.
