@@ -163,7 +163,7 @@ class GlobCase:
 
 
 @st.composite
-def glob_cases(draw: st.DrawFn, *, adversarial: bool = False, keys: int = 10) -> GlobCase:
+def glob_cases(draw: st.DrawFn, *, adversarial: bool = False, keys: int = 8) -> GlobCase:
     """A pattern and a few non-empty keys, most built to match it or nearly."""
     glob = draw(globs(adversarial=adversarial))
     built = draw(st.lists(glob.fill(), min_size=keys, max_size=keys))
@@ -194,8 +194,8 @@ def scope_cases(draw: st.DrawFn, *, adversarial: bool = False) -> ScopeCase:
     lead = draw(st.sampled_from([b"", head, anchor]))
     stems = st.sampled_from([lead, *prefixes, head, anchor.swapcase(), anchor[:-1], b""])
     tails = st.one_of(glob.fill(), tricky_bytes(0, 4))
-    built = draw(st.lists(st.tuples(stems, tails).map(b"".join), min_size=1, max_size=12))
-    matching = draw(st.lists(glob.fill().map(lead.__add__), max_size=4))
+    built = draw(st.lists(st.tuples(stems, tails).map(b"".join), min_size=1, max_size=8))
+    matching = draw(st.lists(glob.fill().map(lead.__add__), max_size=3))
     return ScopeCase(
         prefixes,
         draw(st.sampled_from((False,) * 7 + (True,))),

@@ -198,9 +198,13 @@ async def list_sessions(
                 if found is not None and (user is None or found[1] == user):
                     sessions.append(found[0])
     footprints = await _no_session_stores(app, user) if cursor is None else []
-    complete = next_position is None
+    # The answer is complete only when the user's footprint search was too.
+    scanned += sum(fp.user_footprint.scanned for fp in footprints if fp.user_footprint)
+    complete = next_position is None and all(
+        fp.user_footprint.complete for fp in footprints if fp.user_footprint
+    )
     return SessionsResult(
-        summary=_summary(sessions, stores, footprints, user, complete),
+        summary=_summary(sessions, stores, footprints, user, next_position is None),
         sessions=sessions,
         stores=store_notes,
         no_session_store=footprints,
