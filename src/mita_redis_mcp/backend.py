@@ -454,6 +454,83 @@ class Backend:
             for read, (start, end) in zip(reads, spans, strict=True)
         ]
 
+    # -- doctor --------------------------------------------------------------------------
+
+    # Every command the tools send, as ACL DRYRUN checks it ("{key}": a key under each
+    # allowed prefix; "{db}": the database number), with what needs it. "core": most tools
+    # fail without it; "optional": one tool or one detail is lost; "write": only with
+    # --allow-writes. tests/test_doctor.py compares it with what Redis saw the tools send.
+    REQUIRED_COMMANDS = (
+        ("core", "PING", "connection health checks"),
+        ("core", "SCAN 0 MATCH {key}* COUNT 10", "keys and every domain tool"),
+        ("core", "TYPE {key}", "get, keys and the domain tools"),
+        ("core", "PTTL {key}", "get, keys and the domain tools"),
+        ("core", "GETRANGE {key} 0 31", "get, list_sessions, check_blacklist"),
+        ("core", "STRLEN {key}", "get, list_sessions, check_blacklist"),
+        ("core", "HLEN {key}", "get"),
+        ("core", "LLEN {key}", "get"),
+        ("core", "SCARD {key}", "get, list_sessions"),
+        ("core", "ZCARD {key}", "get, list_sessions"),
+        ("core", "XLEN {key}", "get"),
+        ("core", "HSCAN {key} 0 COUNT 10", "get"),
+        ("core", "SSCAN {key} 0 COUNT 10", "get, list_sessions"),
+        ("core", "ZRANGE {key} 0 9 WITHSCORES", "get, list_sessions"),
+        ("core", "LRANGE {key} 0 9", "get, inspect_rate_limits"),
+        ("core", "XRANGE {key} - + COUNT 10", "get"),
+        ("core", "GET {key}", "inspect_rate_limits"),
+        ("core", "HGET {key} access_count", "cache_hit_rate"),
+        ("core", "SISMEMBER {key} member", "check_blacklist"),
+        ("core", "ZCOUNT {key} 0 +inf", "inspect_rate_limits"),
+        ("core", "ZRANGEBYSCORE {key} 0 +inf WITHSCORES LIMIT 0 1", "inspect_rate_limits"),
+        ("core", "ZREVRANGEBYSCORE {key} +inf 0 WITHSCORES LIMIT 0 1", "inspect_rate_limits"),
+        ("core", "TIME", "inspect_rate_limits"),
+        ("core", "INFO stats", "info, cache_hit_rate"),
+        ("optional", "OBJECT ENCODING {key}", "get (the encoding)"),
+        ("optional", "MEMORY USAGE {key}", "keyspace_summary (memory per key)"),
+        ("optional", "DBSIZE", "keyspace_summary (page size)"),
+        ("optional", "CONFIG GET maxmemory-policy", "check_blacklist, cache_hit_rate misses"),
+        ("optional", "CONFIG SET notify-keyspace-events Em", "cache_hit_rate misses"),
+        ("optional", "SUBSCRIBE __keyevent@{db}__:keymiss", "cache_hit_rate misses"),
+        ("optional", "UNSUBSCRIBE", "cache_hit_rate misses"),
+        ("optional", "SLOWLOG GET 10", "slowlog"),
+        ("optional", "LATENCY LATEST", "latency"),
+        ("optional", "CLIENT LIST", "clients"),
+        ("write", "SET {key} value", "set"),
+        ("write", "UNLINK {key}", "delete"),
+    )
+
+    async def authenticates(self) -> bool:
+        """PING: True when Redis answers, False when it refuses the credentials (wrong,
+        missing or unexpected password). Raises ``BackendError`` for anything else."""
+        try:
+            await self._call("PING")
+        except RedisUnavailable as exc:
+            if isinstance(exc.__cause__, rexc.AuthenticationError):
+                return False
+            raise
+        return True
+
+    async def acl_whoami(self) -> str | None:
+        """ACL WHOAMI; ``None`` when the server refuses it (Redis < 6, managed Redis)."""
+        try:
+            return _text(await self._call("ACL", "WHOAMI"))
+        except RedisRefused:
+            return None
+
+    async def acl_dryrun(self, user: str, commands: Sequence[Command]) -> list[str | None]:
+        """ACL DRYRUN of each command as ``user`` (nothing is executed), pipelined: "OK"
+        where the user may run it, else Redis's reason; ``None`` where Redis could not
+        judge it. Raises ``RedisRefused`` when ACL DRYRUN itself is refused (Redis < 7,
+        a user without +acl, managed Redis)."""
+        if not commands:
+            return []
+        first = _text(await self._call("ACL", "DRYRUN", user, *commands[0]))
+        rest = await self._pipeline(
+            [("ACL", "DRYRUN", user, *command) for command in commands[1:]],
+            optional=set(range(len(commands) - 1)),
+        )
+        return [first, *(None if reply is None else _text(reply) for reply in rest)]
+
     # -- writes (the tools call these only when writes are on) -----------------------
 
     async def set_string(
