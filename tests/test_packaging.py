@@ -170,6 +170,7 @@ def check_metadata(metadata: email.message.Message) -> None:
         "pydantic",
         "anyio",
         "fakeredis",
+        "msgpack",
     }
 
 
