@@ -173,3 +173,19 @@ async def test_keys_binary_key_has_base64(make_app: MakeApp, target: Target) -> 
     assert [(e["key"], e["key_base64"]) for e in answer["keys"]] == [
         ("app:\\x80\\xffbin", "YXBwOoD/Ymlu")
     ]
+
+
+async def test_star_over_many_prefixes_finishes_a_small_database_in_one_call(
+    make_app: MakeApp, target: Target
+) -> None:
+    # Each prefix is its own walk over the table: on a small database the pages are
+    # sized by DBSIZE, so twenty prefixes do not exhaust the budget on empty pages.
+    prefixes = tuple(f"p{i:02}:" for i in range(20))
+    for prefix in prefixes[::4]:
+        target.raw.set(f"{prefix}k", "v")
+    result = await call_tool(make_app(prefixes=prefixes), "keys", {})
+    answer = result.structured_content
+    assert answer is not None
+    assert answer["complete"] is True
+    assert sorted(k["key"] for k in answer["keys"]) == [f"{p}k" for p in prefixes[::4]]
+    assert answer["scanned"] <= 20 * 10

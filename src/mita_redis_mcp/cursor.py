@@ -32,6 +32,18 @@ _FORMAT = re.compile(
 )
 
 
+MIN_TABLE_PAGE = 10
+
+
+def table_page(dbsize: int | None) -> int:
+    """SCAN COUNT for walks over the whole table (one per prefix): on a small database,
+    pages of its size finish a prefix in one call and charge the budget about what
+    Redis examined, not a full page per prefix."""
+    if dbsize is None:
+        return MAX_PAGE_COUNT
+    return min(MAX_PAGE_COUNT, max(MIN_TABLE_PAGE, dbsize))
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a walk stands: plan (prefix) index, SCAN cursor, and a place in a page."""

@@ -194,11 +194,14 @@ async def keys(
     """List keys in scope matching a glob pattern, with each key's type and TTL.
 
     Uses SCAN only (never KEYS), walking each allowed prefix; the pattern cannot
-    reach outside them. One call returns at most `limit` keys and asks Redis to
-    examine at most scan_budget keys (default 10000); when `complete` is false, call
+    reach outside them. A pattern that spans several prefixes (like '*') walks the
+    table once per prefix, so a narrower pattern is cheaper. One call returns at
+    most `limit` keys and asks Redis to examine at most scan_budget keys (default
+    10000); when `complete` is false, call
     again with `cursor` set to `next_cursor`. SCAN may return a key twice across
     calls; it never misses one that exists throughout the walk.
-    Cost: one SCAN per 1000 keys examined, plus 2 pipelined commands per key returned.
+    Cost: one SCAN per 1000 keys examined (plus one DBSIZE when the pattern spans
+    several prefixes), and 2 pipelined commands per key returned.
     """
     raw_pattern = pattern_from_text(pattern)
     plans = app.scope.plan_scan(raw_pattern)
@@ -208,12 +211,15 @@ async def keys(
     async def page(plan: int, scan_cursor: int, count: int) -> tuple[int, list[bytes]]:
         return await app.backend.scan(scan_cursor, plans[plan].match, count, type)
 
+    # Several prefixes mean several walks over the whole table: size their pages by it.
+    page_size = cursors.table_page(await app.backend.dbsize()) if len(plans) > 1 else None
     walk = await cursors.walk(
         page,
         start=position,
         plans=len(plans),
         limit=_cap(limit, app.limits.max_items),
         budget=app.limits.scan_budget,
+        page_size=page_size or cursors.MAX_PAGE_COUNT,
         identity=lambda k: k,
         accept=lambda plan, k: plans[plan].accepts(k) and app.scope.contains(k),
     )

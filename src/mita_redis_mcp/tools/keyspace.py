@@ -18,7 +18,6 @@ from mita_redis_mcp.tools.base import Answer, ToolSpec
 
 MAX_BUDGET = 200_000
 # The smallest SCAN COUNT sent: a page of a tiny database still costs a round trip.
-MIN_PAGE = 10
 # Keys whose TYPE and PTTL go in one pipeline (and one progress notification).
 CHUNK = 1_000
 # MEMORY USAGE is sent for this many keys of each namespace, at most MEMORY_TOTAL a call.
@@ -140,10 +139,8 @@ async def keyspace_summary(
     plans = app.scope.plan_scan(b"*")
     bind = cursors.binding(b"keyspace_summary")
     start = cursors.decode(cursor, bind, plans=len(plans))
-    # Each prefix's SCAN runs over the whole table: on a small database, pages of its
-    # size finish a prefix in one call and charge the budget what Redis examined.
     size = await app.backend.dbsize()
-    page_size = cursors.MAX_PAGE_COUNT if size is None else max(MIN_PAGE, size)
+    page_size = cursors.table_page(size)
     scanned_so_far = 0
 
     async def page(plan: int, scan_cursor: int, count: int) -> tuple[int, list[bytes]]:
