@@ -1,0 +1,68 @@
+"""Timing N sequential calls, and the statistics reported for them."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Series:
+    label: str
+    samples_ns: list[int]
+    wall_seconds: float
+
+    def percentile(self, q: float) -> float:
+        """Nearest-rank percentile, in milliseconds."""
+        ordered = sorted(self.samples_ns)
+        rank = max(1, math.ceil(q / 100 * len(ordered)))
+        return ordered[rank - 1] / 1e6
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "calls": len(self.samples_ns),
+            "p50_ms": round(self.percentile(50), 4),
+            "p99_ms": round(self.percentile(99), 4),
+            "mean_ms": round(statistics.fmean(self.samples_ns) / 1e6, 4),
+            "max_ms": round(max(self.samples_ns) / 1e6, 4),
+            "calls_per_s": round(len(self.samples_ns) / self.wall_seconds, 1),
+        }
+
+
+async def timed(
+    label: str,
+    call: Callable[[], Awaitable[object]],
+    calls: int,
+    *,
+    warmup: int,
+    seconds: float | None = None,
+) -> Series:
+    """Time ``calls`` sequential awaits of ``call()`` after ``warmup`` untimed ones;
+    with ``seconds``, stop early once that much time has gone by."""
+    for _ in range(warmup):
+        await call()
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    started = clock()
+    stop = started + int(seconds * 1e9) if seconds is not None else None
+    for _ in range(calls):
+        before = clock()
+        await call()
+        samples.append(clock() - before)
+        if stop is not None and clock() > stop:
+            break
+    return Series(label, samples, (clock() - started) / 1e9)
+
+
+def median_ms(seconds: list[float]) -> dict[str, float]:
+    return {
+        "median_ms": round(statistics.median(seconds) * 1000, 1),
+        "min_ms": round(min(seconds) * 1000, 1),
+        "max_ms": round(max(seconds) * 1000, 1),
+        "runs": len(seconds),
+    }
