@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "check", "src", "tests"],
-        ["ruff", "format", "--check", "src", "tests"],
+        ["ruff", "check", "src", "tests", "bench", "docs"],
+        ["ruff", "format", "--check", "src", "tests", "bench", "docs"],
         ["mypy"],
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],
