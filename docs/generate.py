@@ -25,6 +25,8 @@ every machine (``normalise`` is the one place this happens):
 - clock readings given as unix times (``server_time``, ``started_at``, ``latest_at``)
   read ``"<unix time>"``; a connection's ``age_seconds`` and ``idle_seconds`` read
   ``"<seconds>"``;
+- a delete_pattern ``confirm_token`` (signed with a secret of the process, with an
+  expiry) reads ``"<token>"``;
 - every ISO 8601 date-time inside a string (``until``, ``expires_at``, ``issued_at``,
   ``last_accessed``, and the dates inside a ``summary`` or ``warnings``) reads ``<time>``.
 
@@ -104,6 +106,13 @@ EXAMPLES: tuple[Example, ...] = (
         writes=True,
     ),
     Example("delete", {"keys": ["mita:blacklist:metrics"]}, "With writes on.", writes=True),
+    Example("undo", {"count": 1}, "With writes on; the journal is empty here.", writes=True),
+    Example(
+        "delete_pattern",
+        {"pattern": "rate_limit:health_test:*"},
+        "With writes on: the dry run (no token) deletes nothing and returns the token.",
+        writes=True,
+    ),
     Example(
         "delete",
         {"keys": ["mita:blacklist:metrics"]},
@@ -164,6 +173,8 @@ def normalise(value: Any, name: str = "") -> Any:
         return {key: normalise(item, key) for key, item in value.items()}
     if isinstance(value, list):
         return [normalise(item, name) for item in value]
+    if name == "confirm_token" and isinstance(value, str):
+        return "<token>"
     if isinstance(value, str):
         return ISO_TIME.sub("<time>", value)
     if isinstance(value, bool) or not isinstance(value, int | float):

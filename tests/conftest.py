@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -28,7 +29,7 @@ from tests.servers import ServerProcess, redis_binary, running, valkey_binary
 
 # The tools, in the order tools/list gives them; the write tools come after `info`.
 CORE_READ_TOOLS = ["get", "keys", "info"]
-WRITE_TOOLS = ["set", "delete"]
+WRITE_TOOLS = ["set", "delete", "undo", "delete_pattern"]
 DOMAIN_TOOLS = [
     "inspect_rate_limits",
     "list_sessions",
@@ -50,6 +51,16 @@ REQUIRE_SERVERS = (
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def journal_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The undo journal's default home ($XDG_STATE_HOME), for this process and the
+    servers it spawns: a temporary directory, never the user's home."""
+    state = tmp_path_factory.mktemp("xdg-state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(state))
+        yield state
 
 
 def _server(binary: str | None, name: str) -> Iterator[ServerProcess]:
@@ -134,6 +145,8 @@ def app_for(target: Target, **options: Any) -> App:
         allow_writes=options.get("allow_writes", False),
         allow_all_keys=options.get("allow_all_keys", False),
         limits=limits,
+        journal=options.get("journal"),
+        journal_max_bytes=options.get("journal_max_bytes", Settings.journal_max_bytes),
     )
     return App.from_settings(settings, backend=target.backend(settings))
 

@@ -266,6 +266,8 @@ def test_required_commands_are_what_the_tools_send(binary: str) -> None:
             ("clients", {}),
             ("set", {"key": "tag:new", "value": "v"}),
             ("delete", {"keys": ["tag:new"]}),
+            ("undo", {"count": 1}),
+            ("delete_pattern", {"pattern": "tag:none:*"}),
         ]
 
         async def run_all() -> None:

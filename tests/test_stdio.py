@@ -39,6 +39,8 @@ def server_env(url: str, **extra: str) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/"),
+        # The undo journal's home: the suite's temporary one (see conftest.journal_home).
+        "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
         "REDIS_URL": url,
         "MITA_REDIS_MCP_PREFIXES": "app:",
         **extra,

@@ -241,7 +241,8 @@ async def test_delete_removes_in_scope_keys(make_app: MakeApp, target: Target) -
     answer = await write(
         make_app(allow_writes=True), "delete", keys=["app:a", "app:b", "app:missing", "app:a"]
     )
-    assert answer == {"deleted": 2, "requested": 3, "commands": 1, "demo": False}
+    # 3 keys journaled (TYPE, PTTL, DUMP each) for undo, then one UNLINK.
+    assert answer == {"deleted": 2, "requested": 3, "commands": 10, "demo": False}
     assert target.raw.exists("app:a", "app:b") == 0
     assert target.raw.get("app:c") == b"keep"
     assert target.raw.get("other:a") == b"keep"

@@ -18,7 +18,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import anyio
@@ -27,9 +27,11 @@ import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from mita_redis_mcp.config import Settings
+from mita_redis_mcp.config import Managed, Settings
 from mita_redis_mcp.errors import (
     BackendError,
+    BudgetExceeded,
+    NotOffered,
     RedisRefused,
     RedisTimeout,
     RedisUnavailable,
@@ -40,20 +42,69 @@ log = logging.getLogger(__name__)
 Command = tuple[bytes | str | int | float, ...]
 
 
+# Most distinct keys a meter remembers: beyond it, ``Meter.keys_dropped`` counts.
+MAX_METERED_KEYS = 10_000
+
+
 @dataclass
 class Meter:
-    """Counts the Redis commands one tool call sends (pipelined ones each count)."""
+    """Counts the Redis commands one tool call sends (pipelined ones each count) and,
+    when asked, the keys they name (for the audit log).
+
+    A key is "touched" when a command names it as a key: TYPE, GET, UNLINK... SCAN's
+    replies are not touched: a key only listed, never read, is not in ``keys``."""
 
     commands: int = 0
+    # Held to ``budget``; ``reserved``: commands promised to a clean-up (restoring a
+    # setting, leaving a subscription) that must run whatever the budget says.
+    budget: int | None = None
+    reserved: int = 0
+    track_keys: bool = False
+    keys: dict[bytes, None] = field(default_factory=dict)
+    keys_dropped: int = 0
+
+    def touch(self, command: Sequence[Any]) -> None:
+        if not self.track_keys or not command:
+            return
+        name = str(command[0]).upper()
+        where = _KEY_ARGUMENTS.get(name)
+        if where is None:
+            return
+        for arg in command[where]:
+            key = arg.encode() if isinstance(arg, str) else arg
+            if not isinstance(key, bytes) or key in self.keys:
+                continue
+            if len(self.keys) < MAX_METERED_KEYS:
+                self.keys[key] = None
+            else:
+                self.keys_dropped += 1
+
+
+# Where each key-bearing command the backend sends names its keys.
+# fmt: off
+_FIRST_ARGUMENT_IS_KEY = (
+    "TYPE", "PTTL", "STRLEN", "HLEN", "LLEN", "SCARD", "ZCARD", "XLEN", "GETRANGE", "HSCAN",
+    "SSCAN", "ZRANGE", "LRANGE", "XRANGE", "GET", "HGET", "SISMEMBER", "ZCOUNT",
+    "ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "SET", "DUMP", "RESTORE",
+)
+# fmt: on
+_KEY_ARGUMENTS: dict[str, slice] = {
+    **dict.fromkeys(_FIRST_ARGUMENT_IS_KEY, slice(1, 2)),
+    "OBJECT": slice(2, 3),  # OBJECT ENCODING key
+    "MEMORY": slice(2, 3),  # MEMORY USAGE key
+    "UNLINK": slice(1, None),
+}
 
 
 _meter: ContextVar[Meter | None] = ContextVar("mita_redis_mcp_meter", default=None)
 
 
 @contextmanager
-def meter() -> Iterator[Meter]:
-    """Count the commands sent inside this block (Upstash bills each one)."""
-    current = Meter()
+def meter(*, track_keys: bool = False, budget: int | None = None) -> Iterator[Meter]:
+    """Count the commands sent inside this block (Upstash bills each one); with
+    ``track_keys``, remember the keys they name; with ``budget``, a command that would
+    exceed it raises ``BudgetExceeded`` unsent."""
+    current = Meter(track_keys=track_keys, budget=budget)
     token = _meter.set(current)
     try:
         yield current
@@ -114,11 +165,19 @@ class LimiterState:
 class Backend:
     """Bounded Redis commands over one connection pool."""
 
-    def __init__(self, client: aioredis.Redis, *, timeout: float, demo: bool = False) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        timeout: float,
+        demo: bool = False,
+        managed: Managed | None = None,
+    ) -> None:
         client.set_response_callback("INFO", _raw_reply)
         self._client = client
         self._timeout = timeout
         self.demo = demo
+        self.managed = managed
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Backend:
@@ -150,7 +209,7 @@ class Backend:
                 options["ssl_certfile"] = str(settings.tls_cert_file)
                 options["ssl_keyfile"] = str(settings.tls_key_file)
         client = aioredis.Redis.from_url(url, decode_responses=False, **options)
-        return cls(client, timeout=settings.limits.command_timeout)
+        return cls(client, timeout=settings.limits.command_timeout, managed=settings.managed)
 
     @classmethod
     def in_memory(cls, *, timeout: float = 5.0) -> Backend:
@@ -367,10 +426,15 @@ class Backend:
         values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
         return _text(values[0]) if values else ""
 
-    async def set_notify_keyspace_events(self, flags: str) -> None:
+    async def set_notify_keyspace_events(self, flags: str, *, restoring: bool = False) -> None:
         """CONFIG SET notify-keyspace-events: a server-wide change, made only by an
-        explicit opt-in and always restored by the caller."""
-        await self._call("CONFIG", "SET", "notify-keyspace-events", flags)
+        explicit opt-in and always restored by the caller (``restoring``: the command
+        budget reserved for it when the change was made, so it is never refused)."""
+        args = ("CONFIG", "SET", "notify-keyspace-events", flags)
+        if restoring:
+            await self._call(*args, release=True)
+        else:
+            await self._call(*args, reserve=1)
 
     @asynccontextmanager
     async def key_events(
@@ -386,7 +450,7 @@ class Backend:
         a connection of their own and are counted as commands."""
         pubsub = self._client.pubsub()
         try:
-            _count(1)
+            _count(1, reserve=2)  # PING and UNSUBSCRIBE run whatever the budget says
             try:
                 await pubsub.subscribe(channel)
             except rexc.RedisError as exc:
@@ -414,13 +478,13 @@ class Backend:
                     group.cancel_scope.cancel()
                     raise
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
-                    _count(1)
+                    _count(1, release=True)
                     await pubsub.ping()
                     await drained.wait()
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
-                _count(1)
+                _count(1, release=True)
                 try:
                     await pubsub.unsubscribe()
                 except rexc.RedisError:
@@ -496,7 +560,9 @@ class Backend:
         ("optional", "LATENCY LATEST", "latency"),
         ("optional", "CLIENT LIST", "clients"),
         ("write", "SET {key} value", "set"),
-        ("write", "UNLINK {key}", "delete"),
+        ("write", "UNLINK {key}", "delete, delete_pattern, undo"),
+        ("write", "DUMP {key}", "set, delete, delete_pattern, undo (the undo journal)"),
+        ("write", "RESTORE {key} 0 payload REPLACE", "undo"),
     )
 
     async def authenticates(self) -> bool:
@@ -531,6 +597,36 @@ class Backend:
         )
         return [first, *(None if reply is None else _text(reply) for reply in rest)]
 
+    # -- undo journal ------------------------------------------------------------------
+
+    async def dump_states(self, keys: Sequence[bytes]) -> list[tuple[str, int, bytes | None]]:
+        """(TYPE, PTTL, DUMP) of each key, in one pipeline; DUMP is ``None`` for an
+        absent key. DUMP is Redis's own serialization: value, type and encoding, which
+        RESTORE puts back exactly."""
+        if not keys:
+            return []
+        commands: list[Command] = []
+        for key in keys:
+            commands += [("TYPE", key), ("PTTL", key), ("DUMP", key)]
+        replies = await self._pipeline(commands)
+        states: list[tuple[str, int, bytes | None]] = []
+        for i in range(0, len(replies), 3):
+            type_, pttl, dump = replies[i : i + 3]
+            states.append((_text(type_), int(pttl), None if dump is None else bytes(dump)))
+        return states
+
+    async def restore(self, states: Sequence[tuple[bytes, int, bytes | None]]) -> None:
+        """Put keys back as (key, PTTL, DUMP), in one pipeline: RESTORE ... REPLACE with
+        the PTTL (0: no expiry), or UNLINK where the DUMP is ``None`` (absent)."""
+        commands: list[Command] = [
+            ("UNLINK", key)
+            if dump is None
+            else ("RESTORE", key, _restore_ttl(pttl), dump, "REPLACE")
+            for key, pttl, dump in states
+        ]
+        if commands:
+            await self._pipeline(commands)
+
     # -- writes (the tools call these only when writes are on) -----------------------
 
     async def set_string(
@@ -556,8 +652,15 @@ class Backend:
 
     # -- the one door ------------------------------------------------------------------
 
-    async def _call(self, *args: Any) -> Any:
-        _count(1)
+    def sends(self, command: Command) -> bool:
+        """False for a command this backend never sends (``--managed``: one the
+        provider lacks)."""
+        return offered(self.managed, command)
+
+    async def _call(self, *args: Any, reserve: int = 0, release: bool = False) -> Any:
+        if not offered(self.managed, args):
+            raise NotOffered(_command_label(args), _PROVIDERS[self.managed or ""])
+        _count(1, args, reserve=reserve, release=release)
         try:
             return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
         except rexc.RedisError as exc:
@@ -567,17 +670,26 @@ class Backend:
         self, commands: Sequence[Command], optional: set[int] | None = None
     ) -> list[Any]:
         """Send commands in one round trip. A failed command fails the call, unless its
-        index is in ``optional``: then its reply is ``None``."""
-        _count(len(commands))
+        index is in ``optional``: then its reply is ``None``. An optional command the
+        managed provider lacks is not sent, and its reply is ``None``."""
+        skipped = {i for i, command in enumerate(commands) if not offered(self.managed, command)}
+        for index in sorted(skipped - (optional or set())):
+            raise NotOffered(_command_label(commands[index]), _PROVIDERS[self.managed or ""])
+        sent = [command for i, command in enumerate(commands) if i not in skipped]
+        _count(len(sent), *sent)
         try:
             pipe = self._client.pipeline(transaction=False)
-            for command in commands:
+            for command in sent:
                 pipe.execute_command(*command)
-            replies = await pipe.execute(raise_on_error=False)
+            answered = iter(await pipe.execute(raise_on_error=False) if sent else [])
         except rexc.RedisError as exc:
             raise self._translate(exc, "pipeline") from exc
+        replies = [None if i in skipped else next(answered) for i in range(len(commands))]
         out: list[Any] = []
         for index, reply in enumerate(replies):
+            if index in skipped:
+                out.append(None)
+                continue
             if isinstance(reply, rexc.RedisError):
                 if optional and index in optional:
                     log.debug("optional command failed: %s", type(reply).__name__)
@@ -632,14 +744,58 @@ _LENGTH_COMMANDS = {
 }
 
 
+def _restore_ttl(pttl: int) -> int:
+    """RESTORE's TTL for a recorded PTTL: 0 is "no expiry" to RESTORE, -1 to PTTL."""
+    return 0 if pttl < 0 else max(pttl, 1)
+
+
 def _raw_reply(response: Any, **_options: Any) -> Any:
     return response
 
 
-def _count(n: int) -> None:
+def _count(n: int, *commands: Sequence[Any], reserve: int = 0, release: bool = False) -> None:
+    """Count ``n`` commands about to be sent, or raise ``BudgetExceeded`` before they
+    are. ``reserve``: also hold that many for a clean-up to come; ``release``: this is
+    that clean-up, sent whatever the budget says."""
     current = _meter.get()
-    if current is not None:
-        current.commands += n
+    if current is None:
+        return
+    if release:
+        current.reserved = max(0, current.reserved - n)
+    elif (
+        current.budget is not None
+        and current.commands + current.reserved + n + reserve > current.budget
+    ):
+        raise BudgetExceeded(current.budget, current.commands)
+    current.commands += n
+    current.reserved += reserve
+    for command in commands:
+        current.touch(command)
+
+
+# Commands a managed Redis lacks, never sent in its --managed mode. Upstash: its
+# compatibility list names none of these, and its CONFIG exposes only
+# notify-keyspace-events (upstash.com/docs/redis/overall/rediscompatibility).
+_LACKS: dict[str, frozenset[str]] = {
+    "upstash": frozenset({"OBJECT", "MEMORY", "SLOWLOG", "LATENCY", "CLIENT", "DEBUG"}),
+}
+_PROVIDERS = {"upstash": "Upstash", "": "this server"}
+_SUBCOMMANDS = {"CONFIG", "OBJECT", "MEMORY", "SLOWLOG", "LATENCY", "CLIENT", "ACL"}
+
+
+def offered(managed: str | None, command: Sequence[Any]) -> bool:
+    """Whether ``command`` is sent in the ``managed`` mode (always, without one)."""
+    if managed is None:
+        return True
+    name = _text(command[0]).upper()
+    if name == "CONFIG":
+        return len(command) > 2 and _text(command[2]).lower() == "notify-keyspace-events"
+    return name not in _LACKS[managed]
+
+
+def _command_label(command: Sequence[Any]) -> str:
+    words = [_text(w).upper() for w in command[:2]]
+    return " ".join(words) if words[0] in _SUBCOMMANDS and len(words) > 1 else words[0]
 
 
 def _text(value: Any) -> str:

@@ -2,13 +2,15 @@
 
     mita-redis-mcp [serve] [options]   the MCP server on stdio (what .mcp.json launches)
     mita-redis-mcp serve --demo        the same server over the built-in demo keyspace
+    mita-redis-mcp serve --transport http [--host H --port P]
+                                       the same server over Streamable HTTP (/mcp)
     mita-redis-mcp call TOOL [--arg k=v] [--json '{...}'] [--output json]
                                        one tool, from the terminal, same scope and safety
     mita-redis-mcp doctor              check the configuration and the connection
     mita-redis-mcp demo                a short tour of the tools on the demo keyspace
 
 In ``serve``, stdout carries the MCP protocol and nothing else: every log line goes
-to stderr.
+to stderr (over HTTP as well).
 
 Exit codes: 0 success; 1 a tool error (``call``) or a failed check (``doctor``);
 2 bad usage or configuration.
@@ -77,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="Serve the built-in demo keyspace (no Redis needed)"
     )
     commands = parser.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", parents=[options], help="Run the MCP server on stdio")
+    serve = commands.add_parser(
+        "serve", parents=[options], help="Run the MCP server (stdio, or --transport http)"
+    )
     serve.add_argument(
         "--demo",
         action="store_true",
@@ -193,7 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _announce(settings: Settings) -> None:
     target = "the built-in demo keyspace" if settings.demo else settings.safe_url
     mode = "read-write" if settings.allow_writes else "read-only"
-    log.info("mita-redis-mcp %s serving %s (%s) on stdio", __version__, target, mode)
+    if settings.transport == "http":
+        from mita_redis_mcp.http import endpoint
+
+        where = endpoint(settings)
+        if settings.http_token is None:
+            log.warning("no bearer token: any local process can connect to %s", where)
+    else:
+        where = "stdio"
+    log.info("mita-redis-mcp %s serving %s (%s) on %s", __version__, target, mode, where)
     if settings.allow_all_keys:
         log.warning("--allow-all-keys: every key in the database is in scope")
     else:
@@ -212,7 +224,12 @@ async def _serve(settings: Settings) -> None:
         from mita_redis_mcp.demo import seed
 
         await seed(app.backend)
-    await build_server(app).run_stdio_async()
+    if settings.transport == "http":
+        from mita_redis_mcp.http import serve_http
+
+        await serve_http(build_server(app), settings)
+    else:
+        await build_server(app).run_stdio_async()
 
 
 async def _tour(settings: Settings) -> None:
@@ -356,8 +373,11 @@ async def _doctor(settings: Settings) -> int:
     finally:
         await app.backend.close()
     target = "the built-in demo keyspace" if settings.demo else settings.safe_url
+    acl = () if settings.demo else doctor.acl_lines(settings, app)
     sys.stdout.write(
-        doctor.report(target, checks, doctor.mcp_json(settings), colour=wants_colour(sys.stdout))
+        doctor.report(
+            target, checks, doctor.mcp_json(settings), colour=wants_colour(sys.stdout), acl=acl
+        )
         + "\n"
     )
     return 1 if any(check.status == "FAIL" for check in checks) else 0

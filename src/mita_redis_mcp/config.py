@@ -7,6 +7,7 @@ value yields one clear line naming the option; all problems are reported togethe
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,32 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_PROFILES: tuple[str, ...] = ("mita",)
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-Kind = Literal["url", "prefixes", "names", "bool", "int", "float", "path", "level"]
+Transport = Literal["stdio", "http"]
+
+# The HTTP transport listens here unless told otherwise: loopback only.
+DEFAULT_HTTP_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8765
+# Shorter bearer tokens are refused: guessable.
+MIN_TOKEN_CHARS = 16
+Kind = Literal[
+    "url",
+    "prefixes",
+    "names",
+    "bool",
+    "int",
+    "float",
+    "path",
+    "level",
+    "managed",
+    "transport",
+    "host",
+    "token",
+    "audit",
+    "file",
+]
+Managed = Literal["upstash"]
+# Where the audit log goes: nowhere (None), stderr, or appended to a file.
+AuditTarget = Literal["stderr"] | Path | None
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,25 @@ OPTIONS: tuple[Option, ...] = (
         300,
     ),
     Option(
+        "command_budget",
+        "MITA_REDIS_MCP_COMMAND_BUDGET",
+        "--command-budget",
+        "int",
+        "Most Redis commands one tool call may send (pipelined ones each count); the call "
+        "stops before the command that would exceed it. Default unlimited.",
+        1,
+        10_000_000,
+    ),
+    Option(
+        "managed",
+        "MITA_REDIS_MCP_MANAGED",
+        "--managed",
+        "managed",
+        "upstash: never send the commands Upstash lacks (OBJECT, MEMORY, SLOWLOG, LATENCY, "
+        "CLIENT LIST, CONFIG other than notify-keyspace-events); the tools say what is "
+        "missing instead. Default: none.",
+    ),
+    Option(
         "tls_ca_file",
         "MITA_REDIS_MCP_TLS_CA_FILE",
         "--tls-ca-file",
@@ -155,11 +200,83 @@ OPTIONS: tuple[Option, ...] = (
         "DANGEROUS: accept any server certificate. Announced on stderr.",
     ),
     Option(
+        "audit",
+        "MITA_REDIS_MCP_AUDIT",
+        "--audit",
+        "audit",
+        "Audit log, one JSON line per tool call (tool, keys touched with credentials "
+        "redacted, commands, duration, outcome; never values): off, stderr, or a file "
+        "path (created with mode 0600, appended to). Default off.",
+    ),
+    Option(
+        "journal",
+        "MITA_REDIS_MCP_JOURNAL",
+        "--journal",
+        "file",
+        "The undo journal (JSON lines, mode 0600): the prior state of every key a write "
+        "tool changes. Default $XDG_STATE_HOME/mita-redis-mcp/journal.jsonl, else "
+        "~/.local/state/mita-redis-mcp/journal.jsonl (in memory with --demo).",
+    ),
+    Option(
+        "journal_max_bytes",
+        "MITA_REDIS_MCP_JOURNAL_MAX_BYTES",
+        "--journal-max-bytes",
+        "int",
+        "Most bytes the undo journal keeps; the oldest changes are dropped beyond it, and "
+        "a write whose prior state needs more than half of it is refused. Default 67108864 "
+        "(64 MiB).",
+        1024 * 1024,
+        16 * 1024**3,
+    ),
+    Option(
         "log_level",
         "MITA_REDIS_MCP_LOG_LEVEL",
         "--log-level",
         "level",
         "Log level on stderr: DEBUG, INFO, WARNING or ERROR. Default INFO.",
+    ),
+    Option(
+        "transport",
+        "MITA_REDIS_MCP_TRANSPORT",
+        "--transport",
+        "transport",
+        "stdio (what .mcp.json launches) or http (Streamable HTTP on --host and --port, "
+        "path /mcp). Default stdio.",
+    ),
+    Option(
+        "http_host",
+        "MITA_REDIS_MCP_HTTP_HOST",
+        "--host",
+        "host",
+        f"Address the HTTP transport listens on. Default {DEFAULT_HTTP_HOST}; any "
+        "non-loopback address needs a bearer token.",
+    ),
+    Option(
+        "http_port",
+        "MITA_REDIS_MCP_HTTP_PORT",
+        "--port",
+        "int",
+        f"Port the HTTP transport listens on. Default {DEFAULT_HTTP_PORT}.",
+        1,
+        65_535,
+    ),
+    Option(
+        "http_token",
+        "MITA_REDIS_MCP_HTTP_TOKEN",
+        "--http-token-file",
+        "token",
+        "Bearer token every HTTP request must carry (env: the token; flag: a file holding "
+        f"it). At least {MIN_TOKEN_CHARS} characters. Required to listen on a non-loopback "
+        "address. Never logged.",
+    ),
+    Option(
+        "http_allowed_hosts",
+        "MITA_REDIS_MCP_HTTP_ALLOWED_HOSTS",
+        "--http-allowed-host",
+        "names",
+        "Host names clients reach the HTTP transport by, besides localhost and the listening "
+        "address (flag repeatable; env comma-separated). Other Host and Origin headers are "
+        "refused (DNS rebinding). Required with --host 0.0.0.0 or ::.",
     ),
 )
 
@@ -175,6 +292,8 @@ class Limits:
     max_items: int = 100
     scan_budget: int = 10_000
     command_timeout: float = 5.0
+    # None: unlimited. Managed Redis bills each command; the scan budget bounds the walk.
+    command_budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -188,12 +307,21 @@ class Settings:
     profile_file: Path | None = None
     allow_all_keys: bool = False
     allow_writes: bool = False
+    managed: Managed | None = None
     limits: Limits = field(default_factory=Limits)
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_insecure_skip_verify: bool = False
     log_level: LogLevel = "INFO"
+    audit: AuditTarget = None
+    transport: Transport = "stdio"
+    http_host: str = DEFAULT_HTTP_HOST
+    http_port: int = DEFAULT_HTTP_PORT
+    http_token: SecretStr | None = None
+    http_allowed_hosts: tuple[str, ...] = ()
+    journal: Path | None = None
+    journal_max_bytes: int = 64 * 1024 * 1024
     demo: bool = False
 
     @property
@@ -245,7 +373,13 @@ class Settings:
             except ValueError as exc:
                 problems.append(str(exc))
 
-        limit_names = ("max_value_bytes", "max_items", "scan_budget", "command_timeout")
+        limit_names = (
+            "max_value_bytes",
+            "max_items",
+            "scan_budget",
+            "command_timeout",
+            "command_budget",
+        )
         bounds = {name: values.pop(name) for name in limit_names if name in values}
         limits = Limits(**bounds)  # type: ignore[arg-type]
         settings = cls(limits=limits, demo=demo, **values)  # type: ignore[arg-type]
@@ -274,7 +408,42 @@ class Settings:
                 "no key prefix is configured: give --prefix, a profile with prefixes, "
                 "or --allow-all-keys"
             )
+        if self.transport == "http":
+            problems.extend(self._http_checks())
         return problems
+
+    def _http_checks(self) -> list[str]:
+        problems: list[str] = []
+        host = self.http_host
+        if self.http_token is None and not is_loopback_host(host):
+            problems.append(
+                f"refusing to listen on {host} without a bearer token: set "
+                "MITA_REDIS_MCP_HTTP_TOKEN or --http-token-file, or listen on 127.0.0.1"
+            )
+        if is_wildcard_host(host) and not self.http_allowed_hosts:
+            problems.append(
+                f"--host {host} listens on every address: name the host names clients use "
+                "with --http-allowed-host (requests for any other Host are refused)"
+            )
+        return problems
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP address (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_wildcard_host(host: str) -> bool:
+    """0.0.0.0 or ``::``: every address of the machine."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
 
 
 def redact_url(url: str) -> str:
@@ -312,11 +481,34 @@ def _parse(option: Option, raw: object, source: str) -> object:
             return _parse_number(option, raw, source)
         case "path":
             return _parse_path(str(raw), source)
+        case "file":
+            path = Path(str(raw)).expanduser()
+            if path.is_dir():
+                raise ValueError(f"{source}: {str(raw)!r} is a directory, not a file")
+            return path
+        case "audit":
+            return _parse_audit(str(raw), source)
         case "level":
             level = str(raw).upper()
             if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
                 raise ValueError(f"{source} must be DEBUG, INFO, WARNING or ERROR")
             return level
+        case "transport":
+            transport = str(raw).strip().lower()
+            if transport not in ("stdio", "http"):
+                raise ValueError(f"{source} must be stdio or http, not {str(raw)[:20]!r}")
+            return transport
+        case "host":
+            return _parse_host(str(raw), source)
+        case "token":
+            return _parse_token(str(raw), source, from_file=source == option.flag)
+        case "managed":
+            provider = str(raw).strip().lower()
+            if provider in ("", "none"):
+                return None
+            if provider != "upstash":
+                raise ValueError(f"{source} must be upstash (or none), not {str(raw)[:20]!r}")
+            return provider
 
 
 def _parse_url(url: str, source: str) -> SecretStr:
@@ -407,4 +599,50 @@ def _parse_path(raw: str, source: str) -> Path:
     path = Path(raw).expanduser()
     if not path.is_file():
         raise ValueError(f"{source}: no readable file at {raw!r}")
+    return path
+
+
+def _parse_host(raw: str, source: str) -> str:
+    host = raw.strip().strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.split(".")
+        if not host or not all(
+            label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+            for label in labels
+        ):
+            raise ValueError(f"{source} must be an IP address or a host name") from None
+    return host
+
+
+def _parse_token(raw: str, source: str, *, from_file: bool) -> SecretStr:
+    # Never echo the token, nor a file's content, in a message.
+    if from_file:
+        path = Path(raw).expanduser()
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise ValueError(f"{source}: cannot read a token from {str(path)!r}") from None
+    token = raw.strip()
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"{source}: the token must have at least {MIN_TOKEN_CHARS} characters")
+    if not all("!" <= c <= "~" for c in token):
+        raise ValueError(
+            f"{source}: the token must be printable ASCII without spaces (it goes in a header)"
+        )
+    return SecretStr(token)
+
+
+def _parse_audit(raw: str, source: str) -> AuditTarget:
+    text = raw.strip()
+    if text.lower() in ("", "off"):
+        return None
+    if text.lower() == "stderr":
+        return "stderr"
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{source}: {raw!r} is a directory; give a file path, stderr or off")
+    if not path.parent.is_dir():
+        raise ValueError(f"{source}: no directory {str(path.parent)!r} for the audit log")
     return path

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mita_redis_mcp.app import App
-from mita_redis_mcp.backend import Backend, Command
+from mita_redis_mcp.backend import Backend, Command, offered
 from mita_redis_mcp.config import OPTIONS, Limits, Settings
 from mita_redis_mcp.errors import BackendError, RedisRefused
 from mita_redis_mcp.info import parse_info
@@ -38,6 +38,18 @@ MANAGED_HOSTS: tuple[tuple[str, str], ...] = (
 )
 
 PROBE_KEY = "mita-redis-mcp-doctor"
+
+ACL_USER = "mita-mcp"
+# Printed in the ACL line instead of a password: the user chooses one.
+ACL_PASSWORD = "PASSWORD"  # noqa: S105 (a placeholder, printed for the user to replace)
+# Sent by the tools, yet left out of the least-privilege user: CONFIG GET also reads
+# requirepass and masterauth, CONFIG SET changes the whole server (no ACL rule limits
+# either to one parameter), and the key-miss SUBSCRIBE is useless without them. Without
+# them check_blacklist cannot read maxmemory-policy and cache_hit_rate cannot observe
+# misses; both say so in their answer.
+ACL_WITHHELD = frozenset({"CONFIG", "SUBSCRIBE", "UNSUBSCRIBE"})
+# Characters special in a Redis ACL key or channel pattern (glob, as stringmatchlen).
+_ACL_GLOB = frozenset("*?[]\\")
 
 
 @dataclass(frozen=True)
@@ -217,7 +229,8 @@ def mcp_json(settings: Settings) -> dict[str, Any]:
     defaults = Settings()
     limits = {f.name for f in fields(Limits)}
     for option in OPTIONS:
-        if option.name == "redis_url":
+        # The snippet launches stdio: no HTTP option, and never the bearer token.
+        if option.name in ("redis_url", "transport") or option.name.startswith("http_"):
             continue
         source = settings.limits if option.name in limits else settings
         default_source = defaults.limits if option.name in limits else defaults
@@ -229,12 +242,113 @@ def mcp_json(settings: Settings) -> dict[str, Any]:
     return {"mcpServers": {"mita-redis": server}}
 
 
-def report(target: str, checks: Sequence[Check], snippet: dict[str, Any], *, colour: bool) -> str:
+def acl_pattern(prefix: str) -> str:
+    """The ACL key pattern matching every key that starts with ``prefix``: its glob
+    characters escaped, then ``*``."""
+    return "".join("\\" + c if c in _ACL_GLOB else c for c in prefix) + "*"
+
+
+def acl_command_name(words: Sequence[str]) -> str:
+    """The ACL name of a command: ``config|get``, ``scan``."""
+    first = words[0].lower()
+    if first.upper() in _ACL_SUBCOMMANDS and len(words) > 1:
+        return f"{first}|{words[1].lower()}"
+    return first
+
+
+def acl_commands(*, writes: bool, managed: str | None = None, withheld: bool = False) -> list[str]:
+    """The ACL names of the commands the tools send in this mode (from
+    ``Backend.REQUIRED_COMMANDS``), without ``ACL_WITHHELD`` unless ``withheld``; in a
+    ``--managed`` mode, without the commands never sent there."""
+    names: dict[str, None] = {}
+    for kind, template, _needed_by in Backend.REQUIRED_COMMANDS:
+        words = template.split(" ")
+        if kind == "write" and not writes:
+            continue
+        if not offered(managed, words) or (words[0] in ACL_WITHHELD and not withheld):
+            continue
+        names[acl_command_name(words)] = None
+    return list(names)
+
+
+def acl_setuser(
+    prefixes: Sequence[str],
+    *,
+    writes: bool,
+    user: str = ACL_USER,
+    password: str = ACL_PASSWORD,
+    allow_all_keys: bool = False,
+    managed: str | None = None,
+    db: int = 0,
+    withheld: bool = False,
+) -> list[str]:
+    """The arguments after ``ACL SETUSER`` for a user limited to ``prefixes`` and to the
+    commands the tools send (``withheld``: ``ACL_WITHHELD`` too, with the key-miss
+    channel). SELECT only for a database other than 0 (redis-py selects it on connect)."""
+    keys = ["~*"] if allow_all_keys else [f"~{acl_pattern(p)}" for p in prefixes]
+    channels = [f"&__keyevent@{db}__:keymiss"] if withheld else []
+    commands = acl_commands(writes=writes, managed=managed, withheld=withheld)
+    if db:
+        commands.append("select")
+    return [
+        user,
+        "on",
+        f">{password}",
+        "resetkeys",
+        *keys,
+        "resetchannels",
+        *channels,
+        "-@all",
+        *(f"+{name}" for name in commands),
+    ]
+
+
+def command_line(words: Sequence[str]) -> str:
+    """``words`` as one redis-cli line: a word holding a space or a quote is quoted."""
+    return " ".join(_cli_word(w) for w in words)
+
+
+def acl_lines(settings: Settings, app: App) -> list[str]:
+    """The least-privilege section of the report: the ACL SETUSER line for this scope
+    and mode, and what it leaves out."""
+    db = app.backend.db
+    options: dict[str, Any] = {
+        "writes": settings.allow_writes,
+        "allow_all_keys": settings.allow_all_keys,
+        "managed": settings.managed,
+        "db": db,
+    }
+    prefixes = _prefixes(app)
+    base = acl_setuser(prefixes, **options)
+    extra = [w for w in acl_setuser(prefixes, withheld=True, **options) if w not in base]
+    mode = "read-write" if settings.allow_writes else "read-only"
+    return [
+        f"Least-privilege ACL user for this scope ({mode}); run it as an admin, with a "
+        "password of your own:",
+        "ACL SETUSER " + command_line(base),
+        f"then REDIS_URL=redis://{ACL_USER}:{ACL_PASSWORD}@HOST:PORT/{db}",
+        "Left out: CONFIG (CONFIG GET also reads requirepass and masterauth) and the "
+        "key-miss SUBSCRIBE: check_blacklist then cannot read maxmemory-policy and "
+        "cache_hit_rate cannot observe misses (both say so). To allow them, append: "
+        + command_line(extra),
+    ]
+
+
+def report(
+    target: str,
+    checks: Sequence[Check],
+    snippet: dict[str, Any],
+    *,
+    colour: bool,
+    acl: Sequence[str] = (),
+) -> str:
     lines = [f"mita-redis-mcp doctor: {target}", ""]
     lines += [verdict_line(c.status, c.name, c.detail, colour=colour) for c in checks]
     failed = sum(c.status == "FAIL" for c in checks)
     warned = sum(c.status == "WARN" for c in checks)
     lines += ["", f"{failed} failed, {warned} warning(s), {len(checks) - failed - warned} ok"]
+    if acl:
+        lines += ["", *acl]
     lines += [
         "",
         ".mcp.json for this setup (REDIS_URL is read from your environment):",
@@ -255,6 +369,18 @@ def _env_value(value: object) -> str:
 
 def _prefixes(app: App) -> list[str]:
     return [p.decode("utf-8", "replace") for p in app.scope.prefixes]
+
+
+_ACL_SUBCOMMANDS = frozenset({"CONFIG", "OBJECT", "MEMORY", "SLOWLOG", "LATENCY", "CLIENT", "ACL"})
+
+
+def _cli_word(word: str) -> str:
+    if word and not any(c in word for c in " \t\"'") and word.isprintable():
+        return word
+    escaped = "".join(
+        "\\" + c if c in '\\"' else c if c.isprintable() else f"\\x{ord(c):02x}" for c in word
+    )
+    return f'"{escaped}"'
 
 
 def _command_name(command: Command) -> str:

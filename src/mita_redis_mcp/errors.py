@@ -56,3 +56,28 @@ class RedisRefused(BackendError):
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         super().__init__(message)
+
+
+class NotOffered(RedisRefused):
+    """A command the configured managed Redis lacks: refused here, never sent (and never
+    billed). A ``RedisRefused``, so every tool degrades exactly as on a real refusal."""
+
+    def __init__(self, command: str, provider: str) -> None:
+        super().__init__(
+            "NOTSENT",
+            f"{command} is not offered by {provider} (--managed {provider.lower()}): "
+            "not sent, nothing billed",
+        )
+
+
+class BudgetExceeded(MitaRedisMcpError):
+    """The next command would take this call past its command budget."""
+
+    def __init__(self, budget: int, spent: int) -> None:
+        self.budget = budget
+        self.spent = spent
+        super().__init__(
+            f"this call would exceed the command budget of {budget} (spent {spent}): "
+            "narrow the call (a smaller count, pattern or window), or raise "
+            "--command-budget (MITA_REDIS_MCP_COMMAND_BUDGET)"
+        )

@@ -15,10 +15,20 @@ from mcp.types import Tool
 
 from mita_redis_mcp import __version__
 from mita_redis_mcp.app import App
+from mita_redis_mcp.audit import AuditLog, audited
 from mita_redis_mcp.backend import meter
 from mita_redis_mcp.errors import MitaRedisMcpError
 from mita_redis_mcp.prompts import PROMPTS
-from mita_redis_mcp.tools import blacklist, cache, core, diagnostics, keyspace, ratelimits, sessions
+from mita_redis_mcp.tools import (
+    blacklist,
+    cache,
+    cleanup,
+    core,
+    diagnostics,
+    keyspace,
+    ratelimits,
+    sessions,
+)
 from mita_redis_mcp.tools.base import Answer, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -26,6 +36,7 @@ log = logging.getLogger(__name__)
 # One line per tool family (tools/<family>.py exports TOOLS).
 TOOL_SPECS: tuple[ToolSpec, ...] = (
     *core.TOOLS,
+    *cleanup.TOOLS,
     *ratelimits.TOOLS,
     *sessions.TOOLS,
     *blacklist.TOOLS,
@@ -70,9 +81,10 @@ def build_server(app: App) -> MCPServer[None]:
         lifespan=lifespan,
         unlisted=unlisted,
     )
+    audit = AuditLog.from_settings(app.settings.audit, app.profiles)
     for spec in TOOL_SPECS:
         server.add_tool(
-            _bind(spec, app),
+            _bind(spec, app, audit),
             name=spec.name,
             title=spec.title,
             description=inspect.cleandoc(spec.fn.__doc__ or ""),
@@ -100,16 +112,19 @@ def instructions(app: App) -> str:
     )
 
 
-def _bind(spec: ToolSpec, app: App) -> Any:
-    """``spec.fn`` with ``app`` bound, our errors turned into tool errors, and the
-    commands it spent written into its answer."""
+def _bind(spec: ToolSpec, app: App, audit: AuditLog | None = None) -> Any:
+    """``spec.fn`` with ``app`` bound, our errors turned into tool errors, the
+    commands it spent written into its answer, and the call written to ``audit``."""
     fn = spec.fn
     signature = inspect.signature(fn, eval_str=True)
     params = list(signature.parameters.values())[1:]
 
     @functools.wraps(fn)
     async def tool(**kwargs: Any) -> Answer:
-        with meter() as spent:
+        with (
+            meter(budget=app.limits.command_budget, track_keys=audit is not None) as spent,
+            audited(audit, spec.name, spent),
+        ):
             try:
                 answer = await fn(app, **kwargs)
             except MitaRedisMcpError as exc:

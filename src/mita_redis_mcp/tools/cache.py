@@ -287,7 +287,7 @@ async def _observe(
         finally:
             if wanted != previous:
                 with anyio.CancelScope(shield=True):
-                    await backend.set_notify_keyspace_events(previous)
+                    await backend.set_notify_keyspace_events(previous, restoring=True)
     except RedisRefused as exc:
         notes.append(
             f"observe_misses: the server refused the key-miss subscription ({exc}); "
