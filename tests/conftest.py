@@ -178,3 +178,30 @@ async def call_tool(app: App, name: str, arguments: dict[str, Any]) -> CallToolR
 def error_text(result: CallToolResult) -> str:
     assert result.is_error, result.structured_content
     return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+Answer = dict[str, Any]
+
+
+def answer_of(result: CallToolResult) -> Answer:
+    """The structured answer of a call that must have succeeded."""
+    assert not result.is_error, error_text(result)
+    content: Answer | None = result.structured_content
+    assert content is not None
+    return content
+
+
+async def follow(app: App, tool: str, most_calls: int, **arguments: Any) -> list[Answer]:
+    """Every answer of one call, passing next_cursor back until it is null."""
+    answers: list[Answer] = []
+    cursor: str | None = None
+    async with Client(build_server(app)) as client:
+        for _ in range(most_calls):
+            answer = answer_of(await client.call_tool(tool, {**arguments, "cursor": cursor}))
+            answers.append(answer)
+            cursor = answer["next_cursor"]
+            if cursor is None:
+                assert answer["complete"] is True
+                return answers
+            assert answer["complete"] is False
+    raise AssertionError(f"{tool} did not finish in {most_calls} calls")

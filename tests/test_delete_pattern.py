@@ -13,8 +13,7 @@ import pytest
 
 from mita_redis_mcp.app import App
 from mita_redis_mcp.tools import cleanup
-from tests.conftest import Target, app_for, call_tool, error_text
-from tests.test_writes import answer_of
+from tests.conftest import Target, answer_of, app_for, call_tool, error_text
 
 pytestmark = pytest.mark.anyio
 

@@ -25,10 +25,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from mita_redis_mcp.server import build_server
-from tests.conftest import Target, app_for, error_text
+from tests.conftest import Target, answer_of, app_for, error_text
 from tests.servers import ServerProcess, redis_binary, running, start_server
 from tests.test_errors import assert_safe
-from tests.test_stdio import answer_of, connect, server_env
+from tests.test_stdio import connect, server_env
 
 pytestmark = pytest.mark.anyio
 

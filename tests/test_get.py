@@ -15,11 +15,10 @@ from mcp import Client
 
 from mita_redis_mcp.app import App
 from mita_redis_mcp.server import build_server
-from tests.conftest import MakeApp, Target, call_tool, error_text
+from tests.conftest import Answer, MakeApp, Target, answer_of, call_tool, error_text, follow
 
 pytestmark = pytest.mark.anyio
 
-Answer = dict[str, Any]
 
 # OBJECT ENCODING values any supported server version may give (fakeredis gives none).
 ENCODINGS = {
@@ -41,31 +40,12 @@ BODY = {
 }
 
 
-def answer_of(result: Any) -> Answer:
-    assert not result.is_error, error_text(result)
-    content: Answer | None = result.structured_content
-    assert content is not None
-    return content
-
-
 async def get(app: App, **arguments: Any) -> Answer:
     return answer_of(await call_tool(app, "get", arguments))
 
 
 async def read_all(app: App, most_calls: int = 200, **arguments: Any) -> list[Answer]:
-    """Every answer of one get, following next_cursor until it is null."""
-    answers: list[Answer] = []
-    cursor: str | None = None
-    async with Client(build_server(app)) as client:
-        for _ in range(most_calls):
-            answer = answer_of(await client.call_tool("get", {**arguments, "cursor": cursor}))
-            answers.append(answer)
-            cursor = answer["next_cursor"]
-            if cursor is None:
-                assert answer["complete"] is True
-                return answers
-            assert answer["complete"] is False
-    raise AssertionError(f"get did not finish in {most_calls} calls")
+    return await follow(app, "get", most_calls, **arguments)
 
 
 def text(rendered: Answer) -> str:

@@ -12,12 +12,10 @@ import redis
 from mcp.types import CallToolResult
 
 from mita_redis_mcp.info import parse_info, redact_info
-from tests.conftest import Target, app_for, call_tool, error_text
+from tests.conftest import Answer, Target, answer_of, app_for, call_tool, error_text
 from tests.servers import ServerProcess, redis_binary, running, start_server
 
 pytestmark = pytest.mark.anyio
-
-Answer = dict[str, Any]
 
 
 @pytest.fixture(params=["redis", "valkey"])
@@ -28,13 +26,6 @@ def server_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     target.raw.flushall()
     yield target
     target.raw.close()
-
-
-def answer_of(result: CallToolResult) -> Answer:
-    assert not result.is_error, error_text(result)
-    content: Answer | None = result.structured_content
-    assert content is not None
-    return content
 
 
 def everything_shown(result: CallToolResult) -> str:

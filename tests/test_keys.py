@@ -6,22 +6,11 @@ from typing import Any
 
 import pytest
 import redis
-from mcp import Client
 
 from mita_redis_mcp.app import App
-from mita_redis_mcp.server import build_server
-from tests.conftest import MakeApp, Target, call_tool, error_text
+from tests.conftest import Answer, MakeApp, Target, answer_of, call_tool, error_text, follow
 
 pytestmark = pytest.mark.anyio
-
-Answer = dict[str, Any]
-
-
-def answer_of(result: Any) -> Answer:
-    assert not result.is_error, error_text(result)
-    content: Answer | None = result.structured_content
-    assert content is not None
-    return content
 
 
 async def list_keys(app: App, **arguments: Any) -> Answer:
@@ -29,19 +18,7 @@ async def list_keys(app: App, **arguments: Any) -> Answer:
 
 
 async def walk_all(app: App, most_calls: int = 500, **arguments: Any) -> list[Answer]:
-    """Every answer of one listing, following next_cursor until it is null."""
-    answers: list[Answer] = []
-    cursor: str | None = None
-    async with Client(build_server(app)) as client:
-        for _ in range(most_calls):
-            answer = answer_of(await client.call_tool("keys", {**arguments, "cursor": cursor}))
-            answers.append(answer)
-            cursor = answer["next_cursor"]
-            if cursor is None:
-                assert answer["complete"] is True
-                return answers
-            assert answer["complete"] is False
-    raise AssertionError(f"keys did not finish in {most_calls} calls")
+    return await follow(app, "keys", most_calls, **arguments)
 
 
 def names(answers: list[Answer]) -> set[str]:

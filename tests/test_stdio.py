@@ -24,7 +24,7 @@ from mcp import Client, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, jsonrpc_message_adapter
 
 from mita_redis_mcp import __version__
-from tests.conftest import READ_TOOLS, REQUIRE_SERVERS, TOOLS_WITH_WRITES
+from tests.conftest import READ_TOOLS, REQUIRE_SERVERS, TOOLS_WITH_WRITES, answer_of
 from tests.servers import ServerProcess, free_port, redis_binary, running, start_server
 
 pytestmark = pytest.mark.anyio
@@ -65,13 +65,6 @@ async def connect(
 
 def text_of(result: CallToolResult) -> str:
     return " ".join(getattr(block, "text", "") for block in result.content)
-
-
-def answer_of(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text_of(result)
-    answer: dict[str, Any] | None = result.structured_content
-    assert answer is not None
-    return answer
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ import redis
 
 from mita_redis_mcp.app import App
 from mita_redis_mcp.journal import Journal, default_path
-from tests.conftest import Target, app_for, call_tool, error_text
-from tests.test_writes import answer_of
+from tests.conftest import Target, answer_of, app_for, call_tool, error_text
 
 pytestmark = pytest.mark.anyio
 

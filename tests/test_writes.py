@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, Tool
+from mcp.types import Tool
 
 from mita_redis_mcp.app import App
 from mita_redis_mcp.server import build_server
@@ -15,22 +15,15 @@ from tests.conftest import (
     READ_TOOLS,
     TOOLS_WITH_WRITES,
     WRITE_TOOLS,
+    Answer,
     MakeApp,
     Target,
+    answer_of,
     call_tool,
     error_text,
 )
 
 pytestmark = pytest.mark.anyio
-
-Answer = dict[str, Any]
-
-
-def answer_of(result: CallToolResult) -> Answer:
-    assert not result.is_error, error_text(result)
-    content: Answer | None = result.structured_content
-    assert content is not None
-    return content
 
 
 async def tools_of(app: App) -> dict[str, Tool]:
