@@ -63,12 +63,24 @@ def journal_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield state
 
 
-def _server(binary: str | None, name: str) -> Iterator[ServerProcess]:
+def installed(binary: str | None, name: str = "redis-server") -> str:
+    """``binary``, or the test is skipped: failed instead when CI requires every real
+    server, so a missing install step cannot pass as a skip."""
     if binary is None:
         if REQUIRE_SERVERS:
             pytest.fail(f"{name} is not installed, and CI requires every real server")
         pytest.skip(f"{name} is not installed")
-    with running(binary) as server:
+    return binary
+
+
+@pytest.fixture
+def binary() -> str:
+    """The redis-server binary, for tests that start servers of their own."""
+    return installed(redis_binary())
+
+
+def _server(binary: str | None, name: str) -> Iterator[ServerProcess]:
+    with running(installed(binary, name)) as server:
         yield server
 
 

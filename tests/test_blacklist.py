@@ -25,7 +25,7 @@ from mcp import Client
 from mita_redis_mcp.app import App
 from mita_redis_mcp.redact import fingerprint, redact_credential
 from mita_redis_mcp.server import build_server
-from tests.conftest import Target, app_for, call_tool, error_text
+from tests.conftest import Target, app_for, call_tool, error_text, installed
 from tests.servers import ServerProcess, free_port, redis_binary, running
 
 pytestmark = pytest.mark.anyio
@@ -386,9 +386,7 @@ async def test_blacklist_outside_scope(make: MakeApp, dead_target: Target) -> No
     [("allkeys-lru", True), ("volatile-ttl", True), ("noeviction", False)],
 )
 async def test_eviction_policy(make: MakeApp, policy: str, evicts: bool) -> None:
-    binary = redis_binary()
-    if binary is None:
-        pytest.skip("redis-server is not installed")
+    binary = installed(redis_binary())
     with running(binary, "--maxmemory-policy", policy) as server:
         target = Target("redis", server.client(), server.url)
         _token, jti, _exp = mita_token()

@@ -23,7 +23,7 @@ import pytest
 import redis
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import REQUIRE_SERVERS
+from tests.conftest import installed
 from tests.servers import ServerProcess, redis_binary, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -86,11 +86,7 @@ BUILD_CHUNK = 100_000
 def big_redis() -> Iterator[ServerProcess]:
     """A redis-server of this module's own holding the huge keys (about 300 MB), stopped
     when the module is done so the rest of the suite does not carry them."""
-    binary = redis_binary()
-    if binary is None:
-        if REQUIRE_SERVERS:
-            pytest.fail("redis-server is not installed, and CI requires every real server")
-        pytest.skip("redis-server is not installed")
+    binary = installed(redis_binary())
     # Not server.client(): redis-py's default 5 s socket timeout retries a slow command,
     # which would send an EVAL again while the first still runs.
     with (

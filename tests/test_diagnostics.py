@@ -12,7 +12,7 @@ import redis
 
 from mita_redis_mcp.tools.cache import cache_hit_rate
 from mita_redis_mcp.tools.diagnostics import clients, latency, slowlog
-from tests.conftest import Target, app_for, call_tool
+from tests.conftest import Target, app_for, call_tool, installed
 from tests.servers import ServerProcess, redis_binary, running
 
 pytestmark = pytest.mark.anyio
@@ -25,9 +25,7 @@ def command(client: redis.Redis, *args: str) -> Any:
 
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[ServerProcess]:
-    binary = redis_binary()
-    if binary is None:
-        pytest.skip("redis-server is not installed")
+    binary = installed(redis_binary())
     with running(binary, "--slowlog-log-slower-than", "0") as server:
         with server.client() as c:
             command(

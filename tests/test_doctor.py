@@ -28,7 +28,7 @@ from mita_redis_mcp.demo import (
 from mita_redis_mcp.doctor import eviction, managed_provider, mcp_json, mode
 from mita_redis_mcp.server import build_server
 from tests.conftest import error_text
-from tests.servers import ServerProcess, free_port, redis_binary, running
+from tests.servers import ServerProcess, free_port, running
 from tests.test_blacklist import make_jwt
 
 PASSWORD = "s3cret-doctor-pass"
@@ -38,14 +38,6 @@ PASSWORD = "s3cret-doctor-pass"
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for option in OPTIONS:
         monkeypatch.delenv(option.env, raising=False)
-
-
-@pytest.fixture
-def binary() -> str:
-    found = redis_binary()
-    if found is None:
-        pytest.skip("redis-server is not installed")
-    return found
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from mcp import Client
 
 from mita_redis_mcp.server import build_server
 from tests.conftest import Target, app_for, call_tool, error_text
-from tests.servers import ServerProcess, free_port, redis_binary, running, start_server
+from tests.servers import ServerProcess, free_port, running, start_server
 
 pytestmark = pytest.mark.anyio
 
@@ -20,14 +20,6 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
     ("keys", {"pattern": "app:*"}),
     ("info", {}),
 ]
-
-
-@pytest.fixture
-def binary() -> str:
-    found = redis_binary()
-    if found is None:
-        pytest.skip("redis-server is not installed")
-    return found
 
 
 @pytest.fixture

@@ -26,21 +26,13 @@ from redis.retry import Retry
 
 from mita_redis_mcp.server import build_server
 from tests.conftest import Target, answer_of, app_for, error_text
-from tests.servers import ServerProcess, redis_binary, running, start_server
+from tests.servers import ServerProcess, running, start_server
 from tests.test_errors import assert_safe
 from tests.test_stdio import connect, server_env
 
 pytestmark = pytest.mark.anyio
 
 PASSWORD = "fault-pw-do-not-leak-4711"
-
-
-@pytest.fixture
-def binary() -> str:
-    found = redis_binary()
-    if found is None:
-        pytest.skip("redis-server is not installed")
-    return found
 
 
 def secret_target(server: ServerProcess) -> Target:

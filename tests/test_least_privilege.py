@@ -36,7 +36,7 @@ from mita_redis_mcp.doctor import (
     command_line,
 )
 from mita_redis_mcp.server import build_server
-from tests.conftest import error_text
+from tests.conftest import error_text, installed
 from tests.servers import ServerProcess, redis_binary, start_server
 from tests.test_blacklist import make_jwt
 
@@ -85,9 +85,7 @@ def seed(raw: redis.Redis) -> None:
 
 @pytest.fixture
 def server() -> Iterator[ServerProcess]:
-    binary = redis_binary()
-    if binary is None:
-        pytest.skip("redis-server is not installed")
+    binary = installed(redis_binary())
     started = start_server(binary)
     try:
         with started.client() as raw:

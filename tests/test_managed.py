@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from mita_redis_mcp.app import App
 from mita_redis_mcp.config import Limits, Settings
 from mita_redis_mcp.server import build_server
-from tests.conftest import Target, app_for, call_tool, error_text
+from tests.conftest import Target, app_for, call_tool, error_text, installed
 from tests.servers import ServerProcess, redis_binary, start_server
 from tests.test_least_privilege import READ_CALLS, seed
 
@@ -95,9 +95,7 @@ def upstash_like() -> Iterator[ServerProcess]:
     """A server whose `limited` user is denied what Upstash lacks (its CONFIG keeps
     only notify-keyspace-events, which an ACL cannot express: INFO commandstats proves
     the rest of CONFIG is never sent)."""
-    binary = redis_binary()
-    if binary is None:
-        pytest.skip("redis-server is not installed")
+    binary = installed(redis_binary())
     server = start_server(binary)
     try:
         with server.client() as raw:

@@ -30,7 +30,7 @@ import redis
 from mita_redis_mcp.app import App
 from mita_redis_mcp.demo import client_hash
 from mita_redis_mcp.schema import scope_prefixes
-from tests.conftest import REQUIRE_SERVERS, Target, app_for, call_tool
+from tests.conftest import Target, app_for, call_tool, installed
 from tests.servers import ServerProcess, redis_binary, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -139,11 +139,7 @@ class Seeded:
 
 @pytest.fixture(scope="module")
 def million() -> Iterator[Seeded]:
-    binary = redis_binary()
-    if binary is None:
-        if REQUIRE_SERVERS:
-            pytest.fail("redis-server is not installed, and CI requires every real server")
-        pytest.skip("redis-server is not installed")
+    binary = installed(redis_binary())
     # A long socket timeout: redis-py's default retry would send a slow EVAL twice.
     with (
         running(binary) as server,

@@ -24,8 +24,8 @@ from mcp import Client, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, jsonrpc_message_adapter
 
 from mita_redis_mcp import __version__
-from tests.conftest import READ_TOOLS, REQUIRE_SERVERS, TOOLS_WITH_WRITES, answer_of
-from tests.servers import ServerProcess, free_port, redis_binary, running, start_server
+from tests.conftest import READ_TOOLS, TOOLS_WITH_WRITES, answer_of
+from tests.servers import ServerProcess, free_port, running, start_server
 
 pytestmark = pytest.mark.anyio
 
@@ -76,16 +76,6 @@ def seeded(redis_server: ServerProcess) -> ServerProcess:
         raw.hset("app:profile", mapping={"name": "Dana", "plan": "pro"})
         raw.set("other:secret", "not for the model")
     return redis_server
-
-
-@pytest.fixture
-def secured_binary() -> str:
-    binary = redis_binary()
-    if binary is None:
-        if REQUIRE_SERVERS:
-            pytest.fail("redis-server is not installed, and CI requires every real server")
-        pytest.skip("redis-server is not installed")
-    return binary
 
 
 async def test_initialize_lists_read_tools_with_schemas(
@@ -282,10 +272,8 @@ def _error_text(result: dict[str, Any]) -> str:
     return " ".join(block.get("text", "") for block in result["content"])
 
 
-async def test_stdout_carries_only_protocol_and_no_password(
-    secured_binary: str, tmp_path: Path
-) -> None:
-    redis = start_server(secured_binary, password=PASSWORD)
+async def test_stdout_carries_only_protocol_and_no_password(binary: str, tmp_path: Path) -> None:
+    redis = start_server(binary, password=PASSWORD)
     stderr_path = tmp_path / "stderr"
     env = server_env(
         redis.url,
@@ -331,7 +319,7 @@ async def test_stdout_carries_only_protocol_and_no_password(
                 assert "no_such_tool" in _error_text(unknown)
 
                 # The server survived the errors; once Redis is back, it reconnects.
-                redis = start_server(secured_binary, password=PASSWORD, port=port)
+                redis = start_server(binary, password=PASSWORD, port=port)
                 with redis.client() as raw:
                     raw.set("app:x", "after")
                 again = await session.call("get", {"key": "app:x"})
@@ -353,11 +341,9 @@ async def test_stdout_carries_only_protocol_and_no_password(
     assert PASSWORD not in log
 
 
-async def test_wrong_password_is_refused_without_echoing_it(
-    secured_binary: str, tmp_path: Path
-) -> None:
+async def test_wrong_password_is_refused_without_echoing_it(binary: str, tmp_path: Path) -> None:
     stderr = tmp_path / "stderr"
-    with running(secured_binary, password=PASSWORD) as redis:
+    with running(binary, password=PASSWORD) as redis:
         url = f"redis://default:{WRONG_PASSWORD}@127.0.0.1:{redis.port}/0"
         env = server_env(url, MITA_REDIS_MCP_LOG_LEVEL="DEBUG")
         with anyio.fail_after(30):

@@ -12,7 +12,7 @@ import pytest
 from mita_redis_mcp.app import App
 from mita_redis_mcp.config import Settings
 from mita_redis_mcp.errors import ConfigError
-from tests.conftest import call_tool, error_text
+from tests.conftest import call_tool, error_text, installed
 from tests.servers import ServerProcess, free_port, redis_binary, start_server
 
 pytestmark = pytest.mark.anyio
@@ -111,9 +111,7 @@ class TlsServer:
 
 
 def _start_tls(pki: Pki, *, mutual: bool) -> Iterator[TlsServer]:
-    binary = redis_binary()
-    if binary is None:
-        pytest.skip("redis-server is not installed")
+    binary = installed(redis_binary())
     tls_port = free_port()
     # The plain port stays open for the suite's readiness probe and for seeding.
     server = start_server(
