@@ -23,8 +23,9 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import redis
 from resp import RawPipe
@@ -69,8 +70,23 @@ class Seeded:
     shares: dict[str, int]
 
 
+class Control(Protocol):
+    """What seeding asks of the server besides the keys: a redis.Redis, or a cluster's
+    primaries together (``cluster.Primaries``)."""
+
+    def flushdb(self) -> Any: ...
+    def info(self, section: str) -> Any: ...
+    def dbsize(self) -> Any: ...
+
+
 def seed(
-    client: redis.Redis, port: int, total: int, *, big_string_bytes: int, big_hash_fields: int
+    client: redis.Redis | Control,
+    port: int,
+    total: int,
+    *,
+    big_string_bytes: int,
+    big_hash_fields: int,
+    pipe_for: Callable[[int], RawPipe] = RawPipe,
 ) -> Seeded:
     rng = random.Random(4)
     shares = {
@@ -90,7 +106,7 @@ def seed(
     weights = [w for _, _, w in ENDPOINTS]
     windows = {e: w for e, w, _ in ENDPOINTS}
     revocations = ("blacklisted", "user_revocation", "admin_revocation:42")
-    with RawPipe(port) as pipe:
+    with pipe_for(port) as pipe:
         for endpoint in rng.choices(endpoints, weights, k=shares["rate_limit"]):
             key = f"rate_limit:{endpoint}:client:{rng.getrandbits(64):016x}"
             stamps = [now - rng.random() * windows[endpoint] for _ in range(rng.randint(1, 3))]

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from cashews import Cache
 
 from mita_redis_mcp.app import App
+from mita_redis_mcp.backend import OnNode
 from mita_redis_mcp.tools.cache import CacheHitRateResult, cache_hit_rate
 from tests.conftest import Target, app_for
 
@@ -42,15 +43,15 @@ async def run_with_traffic(
     """Run the tool while ``traffic`` runs inside its window: after its first INFO
     stats sample, on a client of its own."""
     first_sample = anyio.Event()
-    info = app.backend.info
+    info = app.backend.info_by_node
 
-    async def watched(section: str | None) -> str:
-        text = await info(section)
+    async def watched(section: str | None) -> list[OnNode[str]]:
+        nodes = await info(section)
         if section == "stats":
             first_sample.set()
-        return text
+        return nodes
 
-    app.backend.info = watched  # type: ignore[method-assign]
+    app.backend.info_by_node = watched  # type: ignore[method-assign]
     url = app.settings.redis_url.get_secret_value()
     result: list[CacheHitRateResult] = []
 

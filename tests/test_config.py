@@ -63,7 +63,7 @@ def problems_of(environ: dict[str, str], **flags: object) -> list[str]:
     [
         pytest.param(
             {"REDIS_URL": "http://localhost:6379/0"},
-            "REDIS_URL must start with redis://, rediss:// or unix://",
+            "REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://",
             id="bad-scheme",
         ),
         pytest.param({"REDIS_URL": "localhost:6379"}, "REDIS_URL must start", id="no-scheme"),
@@ -427,6 +427,18 @@ def test_password_never_appears_in_a_config_error(
         ),
         ("redis://host:6379/0", "redis://host:6379/0"),
         ("redis://[::1", "<unparseable URL>"),
+        (
+            f"redis+sentinel://:{SECRET}@s1:26379,s2:26380/mymaster/0",
+            "redis+sentinel://:***@s1:26379,s2:26380/mymaster/0",
+        ),
+        (
+            f"rediss+sentinel://app:{SECRET}@s1,[::1]:26379/mymaster?sentinel_password={SECRET}",
+            "rediss+sentinel://app:***@s1,[::1]:26379/mymaster?sentinel_password=***",
+        ),
+        (
+            f"redis+sentinel://s1/m?sentinel_username=ops&Sentinel_Password={SECRET}",
+            "redis+sentinel://s1/m?sentinel_username=ops&sentinel_password=***",
+        ),
     ],
     ids=[
         "userinfo-password",
@@ -438,6 +450,9 @@ def test_password_never_appears_in_a_config_error(
         "unix-query-password",
         "no-password",
         "unparseable",
+        "sentinel-userinfo-password",
+        "sentinel-both-passwords",
+        "sentinel-password-any-case",
     ],
 )
 def test_redact_url(url: str, redacted: str) -> None:

@@ -1,11 +1,12 @@
 """The only module that talks to Redis.
 
-``Backend`` wraps one redis-py asyncio client (or, in demo mode, an in-process fake
-server) and offers the bounded commands the tools need, nothing more: there is no
+``Backend`` wraps one redis-py asyncio client (a cluster client on a Redis Cluster,
+whose walks the pure ``cluster`` module plans; in demo mode, an in-process fake server)
+and offers the bounded commands the tools need, nothing more: there is no
 method that sends KEYS, FLUSHDB, FLUSHALL, MONITOR or any unbounded read, so no tool
-can reach one. Every command passes through ``_call`` or ``_pipeline``, which count
-it (see ``meter``) and translate redis-py's exceptions into ``errors`` whose messages
-are safe to show a model.
+can reach one. Every command passes through ``_call``, ``_pipeline`` or (to one
+cluster node) ``_on_node``, which count it (see ``meter``) and translate redis-py's
+exceptions into ``errors`` whose messages are safe to show a model.
 
 Keys reaching this module have already been checked by ``scope``: it does not check
 them again, it only sends them.
@@ -13,24 +14,31 @@ them again, it only sends them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
-from mita_redis_mcp.config import Managed, Settings
+from mita_redis_mcp import cluster as clusters
+from mita_redis_mcp.config import Managed, SentinelTarget, Settings
 from mita_redis_mcp.errors import (
     BackendError,
     BudgetExceeded,
+    InvalidInput,
     NotOffered,
     RedisRefused,
     RedisTimeout,
@@ -40,6 +48,8 @@ from mita_redis_mcp.errors import (
 log = logging.getLogger(__name__)
 
 Command = tuple[bytes | str | int | float, ...]
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 # Most distinct keys a meter remembers: beyond it, ``Meter.keys_dropped`` counts.
@@ -62,6 +72,8 @@ class Meter:
     track_keys: bool = False
     keys: dict[bytes, None] = field(default_factory=dict)
     keys_dropped: int = 0
+    # A Redis Cluster's primaries as this call first saw them (CLUSTER SLOTS, once).
+    topology: clusters.Topology | None = None
 
     def touch(self, command: Sequence[Any]) -> None:
         if not self.track_keys or not command:
@@ -93,6 +105,7 @@ _KEY_ARGUMENTS: dict[str, slice] = {
     "OBJECT": slice(2, 3),  # OBJECT ENCODING key
     "MEMORY": slice(2, 3),  # MEMORY USAGE key
     "UNLINK": slice(1, None),
+    "WATCH": slice(1, None),
 }
 
 
@@ -162,8 +175,23 @@ class LimiterState:
     companion_pttl: int | None = None
 
 
+@dataclass(frozen=True)
+class OnNode(Generic[T]):
+    """A node-local reply (INFO, SLOWLOG, CLIENT LIST...) and the node that gave it:
+    ``node`` names a cluster primary without its address, ``address`` is its host:port
+    (shown only where addresses may be); both ``None`` on a standalone server."""
+
+    node: str | None
+    address: str | None
+    reply: T
+
+    def with_reply(self, reply: U) -> OnNode[U]:
+        return OnNode(self.node, self.address, reply)
+
+
 class Backend:
-    """Bounded Redis commands over one connection pool."""
+    """Bounded Redis commands over one connection pool, or over a Redis Cluster (one
+    pool per node, keys routed by slot)."""
 
     def __init__(
         self,
@@ -172,12 +200,28 @@ class Backend:
         timeout: float,
         demo: bool = False,
         managed: Managed | None = None,
+        cluster: RedisCluster | None = None,
+        detect: Callable[[], RedisCluster] | None = None,
     ) -> None:
+        """``cluster``: talk to a Redis Cluster through it (``client`` is then unused).
+        ``detect``: on the first command, ask ``client``'s server whether it is a
+        cluster node (INFO cluster) and, if so, switch to the client ``detect`` makes."""
         client.set_response_callback("INFO", _raw_reply)
         self._client = client
+        self._cluster: RedisCluster | None = None
+        self._detect = detect
+        self._detecting = anyio.Lock()
         self._timeout = timeout
         self.demo = demo
         self.managed = managed
+        if cluster is not None:
+            self._use_cluster(cluster)
+
+    @property
+    def cluster(self) -> bool:
+        """True when talking to a Redis Cluster (known after the first command when it
+        is detected)."""
+        return self._cluster is not None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Backend:
@@ -198,7 +242,7 @@ class Backend:
                 supported_errors=(rexc.ConnectionError,),
             ),
         }
-        if url.startswith("rediss://"):
+        if url.startswith(("rediss://", "rediss+sentinel://")):
             options["ssl_cert_reqs"] = (
                 ssl.CERT_NONE if settings.tls_insecure_skip_verify else ssl.CERT_REQUIRED
             )
@@ -208,8 +252,28 @@ class Backend:
             if settings.tls_cert_file is not None:
                 options["ssl_certfile"] = str(settings.tls_cert_file)
                 options["ssl_keyfile"] = str(settings.tls_key_file)
-        client = aioredis.Redis.from_url(url, decode_responses=False, **options)
-        return cls(client, timeout=settings.limits.command_timeout, managed=settings.managed)
+        sentinel = settings.sentinel
+        if sentinel is not None:
+            client = _sentinel_client(sentinel, options)
+        else:
+            client = aioredis.Redis.from_url(url, decode_responses=False, **options)
+
+        def cluster_client() -> RedisCluster:
+            return RedisCluster.from_url(url, decode_responses=False, **options)
+
+        cluster = cluster_client() if settings.cluster else None
+        detect = (
+            cluster_client
+            if cluster is None and url.startswith(("redis://", "rediss://"))
+            else None
+        )
+        return cls(
+            client,
+            timeout=settings.limits.command_timeout,
+            managed=settings.managed,
+            cluster=cluster,
+            detect=detect,
+        )
 
     @classmethod
     def in_memory(cls, *, timeout: float = 5.0) -> Backend:
@@ -220,6 +284,8 @@ class Backend:
         return cls(cast(aioredis.Redis, client), timeout=timeout, demo=True)
 
     async def close(self) -> None:
+        if self._cluster is not None:
+            await self._cluster.aclose()
         await self._client.aclose()
 
     # -- reads ---------------------------------------------------------------------
@@ -230,11 +296,34 @@ class Backend:
     async def scan(
         self, cursor: int, match: bytes, count: int, type_: str | None = None
     ) -> tuple[int, list[bytes]]:
-        args: list[Any] = ["SCAN", cursor, "MATCH", match, "COUNT", count]
+        """One SCAN page. On a Redis Cluster, ``cursor`` is the combined cursor of a walk
+        over every primary (see ``cluster``): one page of one primary per call."""
+        tail: list[Any] = ["MATCH", match, "COUNT", count]
         if type_ is not None:
-            args += ["TYPE", type_]
-        next_cursor, keys = await self._call(*args)
+            tail += ["TYPE", type_]
+        await self._ready()
+        if self._cluster is not None:
+            return await self._cluster_scan(cursor, tail)
+        next_cursor, keys = await self._call("SCAN", _scan_cursor(cursor), *tail)
         return int(next_cursor), list(keys)
+
+    async def _cluster_scan(self, cursor: int, tail: Sequence[Any]) -> tuple[int, list[bytes]]:
+        view = await self._topology()
+        place = clusters.resume(cursor, view)
+        try:
+            next_cursor, keys = await self._on_shard(
+                view.shards[place.index], "SCAN", place.node_cursor, *tail
+            )
+        except RedisUnavailable:
+            # The primary is gone: after a failover another node serves its slots.
+            fresh = await self._topology(fresh=True)
+            if fresh == view:
+                raise
+            view, place = fresh, clusters.resume(cursor, fresh)
+            next_cursor, keys = await self._on_shard(
+                view.shards[place.index], "SCAN", place.node_cursor, *tail
+            )
+        return clusters.advance(place, int(next_cursor), view), list(keys)
 
     async def types_and_ttls(self, keys: Sequence[bytes]) -> list[tuple[str, int]]:
         """TYPE and PTTL of each key, in one pipeline."""
@@ -251,6 +340,27 @@ class Backend:
             [("TYPE", key), ("PTTL", key), ("OBJECT", "ENCODING", key)], optional={2}
         )
         return KeyMeta(_text(type_), int(pttl), _text(encoding) if encoding else None)
+
+    async def key_and_string(
+        self, key: bytes, start: int, end: int
+    ) -> tuple[KeyMeta, StringHead | None]:
+        """``key_meta`` plus, in the same round trip, STRLEN and GETRANGE ``start``..
+        ``end`` (bounded: never a GET). Both are optional: on a key of another type
+        Redis answers WRONGTYPE, and the head is ``None``."""
+        type_, pttl, encoding, size, data = await self._pipeline(
+            [
+                ("TYPE", key),
+                ("PTTL", key),
+                ("OBJECT", "ENCODING", key),
+                ("STRLEN", key),
+                ("GETRANGE", key, start, end),
+            ],
+            optional={2, 3, 4},
+        )
+        meta = KeyMeta(_text(type_), int(pttl), _text(encoding) if encoding else None)
+        if size is None or data is None:
+            return meta, None
+        return meta, StringHead(int(pttl), int(size), bytes(data))
 
     async def length(self, key: bytes, type_: str) -> int:
         command = _LENGTH_COMMANDS[type_]
@@ -295,11 +405,18 @@ class Backend:
 
     async def info(self, section: str | None) -> str:
         """INFO's raw text (parsed by ``info.parse_info``, not by redis-py, to keep the
-        sections)."""
+        sections). On a Redis Cluster, one node's: see ``info_by_node``."""
         if self.demo:
             return await self._demo_info()
         args = ("INFO", section) if section else ("INFO",)
         return _text(await self._call(*args))
+
+    async def info_by_node(self, section: str | None) -> list[OnNode[str]]:
+        """INFO of every primary of a Redis Cluster, or of the one server."""
+        if self.demo:
+            return [OnNode(None, None, await self._demo_info())]
+        args = ("INFO", section) if section else ("INFO",)
+        return [OnNode(n.node, n.address, _text(n.reply)) for n in await self._each(*args)]
 
     async def _demo_info(self) -> str:
         """The in-process fake has no INFO: describe its keyspace the same way."""
@@ -335,13 +452,17 @@ class Backend:
 
     async def config_get(self, parameter: str) -> str | None:
         """One CONFIG GET parameter; ``None`` when the server refuses CONFIG (managed
-        Redis such as Upstash, an ACL user without +config) or does not know it."""
+        Redis such as Upstash, an ACL user without +config) or does not know it. On a
+        Redis Cluster, every primary is asked: where they differ, their values joined by
+        commas."""
         try:
-            reply = await self._call("CONFIG", "GET", parameter)
+            replies = await self._each("CONFIG", "GET", parameter)
         except RedisRefused:
             return None
-        values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
-        return _text(values[0]) if values else None
+        values = [_config_value(r.reply) for r in replies]
+        if any(v is None for v in values):
+            return None
+        return ",".join(dict.fromkeys(v for v in values if v is not None))
 
     # -- cache, keyspace, diagnostics ------------------------------------------------
 
@@ -364,11 +485,29 @@ class Backend:
         )
         return [None if r is None else int(r) for r in [first, *rest]]
 
+    async def types_ttls_memory(
+        self, keys: Sequence[bytes]
+    ) -> tuple[list[tuple[str, int]], list[int | None] | None]:
+        """TYPE, PTTL and MEMORY USAGE (default sampling, as ``memory_usage``) of each
+        key, in one pipeline. The memory list is ``None`` when the server refuses MEMORY
+        (an ACL user without it, a managed Redis); an entry is ``None`` for a key gone
+        since it was found."""
+        commands: list[Command] = []
+        for key in keys:
+            commands += [("TYPE", key), ("PTTL", key), ("MEMORY", "USAGE", key)]
+        replies = await self._pipeline(commands, optional=set(range(2, len(commands), 3)))
+        metas = [(_text(replies[i]), int(replies[i + 1])) for i in range(0, len(replies), 3)]
+        usage = [None if r is None else int(r) for r in replies[2::3]]
+        # No MEMORY answer although a key exists: refused, not every key gone.
+        if all(u is None for u in usage) and any(t != "none" for t, _ in metas):
+            return metas, None
+        return metas, usage
+
     async def dbsize(self) -> int | None:
-        """DBSIZE (keys in the database, in and out of scope: a count, no key); ``None``
-        when the server refuses it."""
+        """DBSIZE (keys in the database, in and out of scope: a count, no key), summed
+        over the primaries of a Redis Cluster; ``None`` when the server refuses it."""
         try:
-            return int(await self._call("DBSIZE"))
+            return sum(int(r.reply) for r in await self._each("DBSIZE"))
         except RedisRefused:
             return None
 
@@ -406,58 +545,84 @@ class Backend:
     @property
     def db(self) -> int:
         """The database number the connection selects (keyspace events name it)."""
+        if self._cluster is not None:
+            return 0
         return int(self._client.connection_pool.connection_kwargs.get("db", 0) or 0)
 
-    async def slowlog_get(self, count: int) -> list[Any]:
-        """SLOWLOG GET ``count`` (raw entries; bounded by ``count``)."""
-        return list(await self._call("SLOWLOG", "GET", count))
+    async def slowlog_get(self, count: int) -> list[OnNode[list[Any]]]:
+        """SLOWLOG GET ``count`` (raw entries; bounded by ``count``), of each primary of
+        a Redis Cluster or of the one server."""
+        return [n.with_reply(list(n.reply)) for n in await self._each("SLOWLOG", "GET", count)]
 
-    async def latency_latest(self) -> list[Any]:
-        """LATENCY LATEST: one entry per event that crossed the monitor threshold."""
-        return list(await self._call("LATENCY", "LATEST"))
+    async def latency_latest(self) -> list[OnNode[list[Any]]]:
+        """LATENCY LATEST: one entry per event that crossed the monitor threshold, per
+        primary of a Redis Cluster or of the one server."""
+        return [n.with_reply(list(n.reply)) for n in await self._each("LATENCY", "LATEST")]
+
+    async def client_lists(self) -> list[OnNode[str]]:
+        """CLIENT LIST's raw text (one line per connection), per primary of a Redis
+        Cluster or of the one server."""
+        return [n.with_reply(_text(n.reply)) for n in await self._each("CLIENT", "LIST")]
 
     async def client_list(self) -> str:
-        """CLIENT LIST's raw text, one line per connection."""
-        return _text(await self._call("CLIENT", "LIST"))
+        """CLIENT LIST's raw text, one line per connection (of every primary)."""
+        return "\n".join(n.reply.rstrip("\n") for n in await self.client_lists())
 
     async def notify_keyspace_events(self) -> str:
-        """CONFIG GET notify-keyspace-events (the only CONFIG parameter Upstash has)."""
-        reply = await self._call("CONFIG", "GET", "notify-keyspace-events")
-        values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
-        return _text(values[0]) if values else ""
+        """CONFIG GET notify-keyspace-events (the only CONFIG parameter Upstash has). On
+        a Redis Cluster the primaries must agree, or the change could not be restored
+        exactly: ``RedisRefused`` otherwise."""
+        replies = await self._each("CONFIG", "GET", "notify-keyspace-events")
+        values = {_config_value(r.reply) or "" for r in replies}
+        if len(values) > 1:
+            raise RedisRefused(
+                "CLUSTER",
+                "the cluster's primaries have different notify-keyspace-events; not changing them",
+            )
+        return values.pop()
 
     async def set_notify_keyspace_events(self, flags: str, *, restoring: bool = False) -> None:
-        """CONFIG SET notify-keyspace-events: a server-wide change, made only by an
-        explicit opt-in and always restored by the caller (``restoring``: the command
-        budget reserved for it when the change was made, so it is never refused)."""
+        """CONFIG SET notify-keyspace-events: a server-wide change (on every primary of
+        a Redis Cluster), made only by an explicit opt-in and always restored by the
+        caller (``restoring``: the command budget reserved for it when the change was
+        made, so it is never refused)."""
         args = ("CONFIG", "SET", "notify-keyspace-events", flags)
+        nodes = len((await self._topology()).shards) if self._cluster is not None else 1
         if restoring:
-            await self._call(*args, release=True)
+            await self._each(*args, release=True)
         else:
-            await self._call(*args, reserve=1)
+            await self._each(*args, reserve=nodes)
 
     @asynccontextmanager
     async def key_events(
         self, channel: bytes, on_key: Callable[[bytes], None]
     ) -> AsyncIterator[None]:
         """Subscribe to one keyspace-notification channel for the body's duration and
-        pass each event's key to ``on_key``.
+        pass each event's key to ``on_key``. Events are node-local: on a Redis Cluster,
+        every primary is subscribed to.
 
-        On a normal exit a PING goes down the subscribed connection and events are read
-        until its reply: Redis answers in order, so every event published while the body
-        ran has been counted (no wait for stragglers). On cancellation or an error the
-        listener stops at once. SUBSCRIBE, PING and UNSUBSCRIBE use
-        a connection of their own and are counted as commands."""
-        pubsub = self._client.pubsub()
+        On a normal exit a PING goes down each subscribed connection and events are
+        read until its reply: Redis answers in order, so every event published while the
+        body ran has been counted (no wait for stragglers). On cancellation or an error
+        the listeners stop at once. SUBSCRIBE, PING and UNSUBSCRIBE use connections of
+        their own and are counted as commands."""
+        await self._ready()
+        if self._cluster is None:
+            pubsubs = [self._client.pubsub()]
+        else:
+            view = await self._topology()
+            nodes = [await self._shard_node(shard) for shard in view.shards]
+            pubsubs = [self._cluster.pubsub(node=node) for node in nodes]
         try:
-            _count(1, reserve=2)  # PING and UNSUBSCRIBE run whatever the budget says
+            # PING and UNSUBSCRIBE run whatever the budget says.
+            _count(len(pubsubs), reserve=2 * len(pubsubs))
             try:
-                await pubsub.subscribe(channel)
+                for pubsub in pubsubs:
+                    await pubsub.subscribe(channel)
             except rexc.RedisError as exc:
                 raise self._translate(exc, "SUBSCRIBE") from exc
-            drained = anyio.Event()
 
-            async def listen() -> None:
+            async def listen(pubsub: aioredis.client.PubSub, drained: anyio.Event) -> None:
                 while True:
                     message = await pubsub.get_message(timeout=self._timeout)
                     if message is None:
@@ -468,28 +633,34 @@ class Backend:
                         drained.set()
                         return
 
+            drains = [anyio.Event() for _ in pubsubs]
             async with anyio.create_task_group() as group:
-                group.start_soon(listen)
+                for pubsub, drained in zip(pubsubs, drains, strict=True):
+                    group.start_soon(listen, pubsub, drained)
                 try:
                     yield
                 except BaseException:
-                    # Cancelled or failed: the listener is being cancelled too, so no
+                    # Cancelled or failed: the listeners are being cancelled too, so no
                     # PONG would be read; waiting for one would only wait for the timeout.
                     group.cancel_scope.cancel()
                     raise
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
-                    _count(1, release=True)
-                    await pubsub.ping()
-                    await drained.wait()
+                    _count(len(pubsubs), release=True)
+                    for pubsub in pubsubs:
+                        await pubsub.ping()
+                    for drained in drains:
+                        await drained.wait()
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
-                _count(1, release=True)
-                try:
-                    await pubsub.unsubscribe()
-                except rexc.RedisError:
-                    log.debug("UNSUBSCRIBE failed; the connection is closed instead")
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+                _count(len(pubsubs), release=True)
+                for pubsub in pubsubs:
+                    try:
+                        await pubsub.unsubscribe()
+                    except rexc.RedisError:
+                        log.debug("UNSUBSCRIBE failed; the connection is closed instead")
+            for pubsub in pubsubs:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- rate limits -------------------------------------------------------------------
 
@@ -563,6 +734,11 @@ class Backend:
         ("write", "UNLINK {key}", "delete, delete_pattern, undo"),
         ("write", "DUMP {key}", "set, delete, delete_pattern, undo (the undo journal)"),
         ("write", "RESTORE {key} 0 payload REPLACE", "undo"),
+        ("write", "WATCH {key}", "undo (its check and restore are one transaction)"),
+        ("write", "MULTI", "undo"),
+        ("write", "EXEC", "undo"),
+        ("cluster", "CLUSTER SLOTS", "every tool on a Redis Cluster (finding its primaries)"),
+        ("cluster", "COMMAND", "the cluster client (redis-py reads key positions on connect)"),
     )
 
     async def authenticates(self) -> bool:
@@ -575,6 +751,36 @@ class Backend:
                 return False
             raise
         return True
+
+    async def sentinel_view(self) -> SentinelView | None:
+        """How each Sentinel of a redis+sentinel:// URL sees the primary (``None`` for any
+        other URL): for doctor, which must tell a wrong master name from Sentinels that
+        are down. Sent to the Sentinels, not through ``_call``: no data command."""
+        pool = self._client.connection_pool
+        if not isinstance(pool, SentinelConnectionPool):
+            return None
+        manager = pool.sentinel_manager
+        view = SentinelView(pool.service_name, len(manager.sentinels))
+        for sentinel in manager.sentinels:
+            try:
+                masters = await sentinel.sentinel_masters()
+            except rexc.RedisError as exc:
+                if isinstance(exc, rexc.AuthenticationError):
+                    reason = "refused the credentials (sentinel_password in REDIS_URL)"
+                elif isinstance(exc, rexc.ConnectionError):
+                    reason = _connection_reason(exc)
+                else:
+                    reason = str(self._translate(exc, "SENTINEL MASTERS"))
+                view.problems.setdefault(reason, None)
+                continue
+            view.answered += 1
+            view.monitored.update(dict.fromkeys(str(name) for name in masters))
+            state = masters.get(pool.service_name)
+            if state is not None and manager.check_master_state(state, pool.service_name):
+                view.naming += 1
+            elif state is not None:
+                view.down += 1
+        return view
 
     async def acl_whoami(self) -> str | None:
         """ACL WHOAMI; ``None`` when the server refuses it (Redis < 6, managed Redis)."""
@@ -615,17 +821,68 @@ class Backend:
             states.append((_text(type_), int(pttl), None if dump is None else bytes(dump)))
         return states
 
-    async def restore(self, states: Sequence[tuple[bytes, int, bytes | None]]) -> None:
-        """Put keys back as (key, PTTL, DUMP), in one pipeline: RESTORE ... REPLACE with
-        the PTTL (0: no expiry), or UNLINK where the DUMP is ``None`` (absent)."""
-        commands: list[Command] = [
-            ("UNLINK", key)
-            if dump is None
-            else ("RESTORE", key, _restore_ttl(pttl), dump, "REPLACE")
-            for key, pttl, dump in states
-        ]
-        if commands:
-            await self._pipeline(commands)
+    async def restore_unless_changed(
+        self,
+        keys: Sequence[bytes],
+        plan: Callable[[], Awaitable[Sequence[tuple[bytes, int, bytes | None]]]],
+    ) -> bool:
+        """Put keys back, and the check that decides which, as one transaction: WATCH
+        ``keys``, await ``plan()`` (it reads them and returns what to put back as (key,
+        PTTL, DUMP); empty for nothing), then MULTI, RESTORE ... REPLACE with the PTTL
+        (0: no expiry), or UNLINK where the DUMP is ``None`` (absent), EXEC. Returns
+        False, having written nothing, when another client wrote a watched key between
+        the WATCH and the EXEC.
+
+        It always ends the WATCH with an EXEC (empty when there is nothing to restore,
+        or ``plan`` raised), never with UNWATCH, which a least-privilege user may not run.
+        In a cluster, WATCH and MULTI/EXEC hold within one hash slot: ``keys`` must then
+        share a slot (group them with ``redis.crc.key_slot``, one call per slot)."""
+        watch: Command = ("WATCH", *keys)
+        for command in (watch, ("MULTI",), ("EXEC",), ("RESTORE",)):
+            if not offered(self.managed, command):
+                raise NotOffered(_command_label(command), _PROVIDERS[self.managed or ""])
+        await self._ready()
+        _count(1, watch)
+        client: aioredis.Redis | RedisCluster = self._cluster or self._client
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                await pipe.watch(*keys)
+                try:
+                    states = await plan()
+                    commands: list[Command] = [
+                        ("UNLINK", key)
+                        if dump is None
+                        else ("RESTORE", key, _restore_ttl(pttl), dump, "REPLACE")
+                        for key, pttl, dump in states
+                    ]
+                    _count(len(commands) + 2, ("MULTI",), *commands, ("EXEC",))
+                except BaseException:
+                    _count(2, ("MULTI",), ("EXEC",), release=True)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    with contextlib.suppress(rexc.RedisError):
+                        await pipe.execute()
+                    raise
+                pipe.multi()  # type: ignore[no-untyped-call]
+                for command in commands:
+                    pipe.execute_command(*command)
+                replies = await pipe.execute(raise_on_error=False)
+        except rexc.WatchError:
+            return False
+        except rexc.ResponseError as exc:
+            # Refused while queueing: redis-py's text quotes the command (key and DUMP
+            # payload), so only the error code goes on.
+            found = _QUEUED_ERROR_CODE.search(str(exc))
+            code = next(
+                (code for kind, code in _STRIPPED_CODES if isinstance(exc, kind)),
+                found[1] if found else "ERR",
+            )
+            raise RedisRefused(code, f"Redis refused the restore transaction: {code}") from exc
+        except rexc.RedisError as exc:
+            raise self._translate(exc, "EXEC") from exc
+        for command, reply in zip(commands, replies, strict=True):
+            if isinstance(reply, rexc.RedisError):
+                raise self._translate(reply, str(command[0])) from reply
+        return True
 
     # -- writes (the tools call these only when writes are on) -----------------------
 
@@ -644,7 +901,43 @@ class Backend:
         return bool(await self._call(*args))
 
     async def unlink(self, keys: Sequence[bytes]) -> int:
-        return int(await self._call("UNLINK", *keys))
+        """UNLINK ``keys``: one command, or on a Redis Cluster one per hash slot (a
+        command's keys must share one), pipelined."""
+        await self._ready()
+        groups = self.slot_groups(keys)
+        if len(groups) == 1:
+            return int(await self._unlink_group(groups[0]))
+        replies = await self._pipeline(
+            [("UNLINK", *group) for group in groups], optional=set(range(len(groups)))
+        )
+        deleted = 0
+        for group, reply in zip(groups, replies, strict=True):
+            # None: TRYAGAIN, the slot is migrating with some of these keys moved. One
+            # key at a time is always served (redirected with ASK where it moved).
+            deleted += int(reply) if reply is not None else await self._unlink_one_by_one(group)
+        return deleted
+
+    async def _unlink_group(self, keys: Sequence[bytes]) -> int:
+        try:
+            return int(await self._call("UNLINK", *keys))
+        except BackendError:
+            if self._cluster is None or len(keys) == 1:
+                raise
+            return await self._unlink_one_by_one(keys)
+
+    async def _unlink_one_by_one(self, keys: Sequence[bytes]) -> int:
+        return sum(int(r) for r in await self._pipeline([("UNLINK", key) for key in keys]))
+
+    def slot_groups(self, keys: Sequence[bytes]) -> list[list[bytes]]:
+        """``keys`` grouped by Redis Cluster hash slot, in order of first appearance: one
+        group on a standalone server. A multi-key command (UNLINK, WATCH, MULTI/EXEC)
+        works within one group."""
+        if self._cluster is None:
+            return [list(keys)] if keys else []
+        groups: dict[int, list[bytes]] = {}
+        for key in keys:
+            groups.setdefault(self._cluster.keyslot(key), []).append(key)
+        return list(groups.values())
 
     async def load(self, commands: Sequence[Command]) -> None:
         """Run prepared write commands (seeding the demo keyspace; never from a tool)."""
@@ -660,11 +953,167 @@ class Backend:
     async def _call(self, *args: Any, reserve: int = 0, release: bool = False) -> Any:
         if not offered(self.managed, args):
             raise NotOffered(_command_label(args), _PROVIDERS[self.managed or ""])
+        await self._ready()
+        cluster = self._cluster
+        if cluster is not None and not _keyed(args):
+            return await self._on_node(None, args, reserve=reserve, release=release)
         _count(1, args, reserve=reserve, release=release)
         try:
+            if cluster is not None:
+                return await cluster.execute_command(*args)
             return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
-        except rexc.RedisError as exc:
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
             raise self._translate(exc, str(args[0])) from exc
+
+    # -- Redis Cluster -----------------------------------------------------------------
+
+    async def primaries(self) -> int | None:
+        """How many primaries the Redis Cluster has; ``None`` on a standalone server."""
+        await self._ready()
+        return len((await self._topology()).shards) if self._cluster is not None else None
+
+    async def _ready(self) -> None:
+        """On the first command, when asked to: find out whether the server is a cluster
+        node and, if so, switch to the cluster client. Like redis-py's own connection
+        set-up (HELLO, CLUSTER SLOTS), this INFO is not counted as a tool's command."""
+        if self._detect is None:
+            return
+        async with self._detecting:
+            await self._detect_cluster()
+
+    async def _detect_cluster(self) -> None:
+        detect = self._detect
+        if detect is None:
+            return
+        try:
+            reply = await self._client.execute_command("INFO", "cluster")  # type: ignore[no-untyped-call]
+        except rexc.ResponseError:
+            self._detect = None  # INFO refused: taken as a standalone server
+            return
+        except rexc.RedisError as exc:
+            raise self._translate(exc, "INFO") from exc
+        self._detect = None
+        if "cluster_enabled:1" not in _text(reply):
+            return
+        try:
+            cluster = detect()
+        except rexc.RedisClusterException as exc:
+            raise BackendError(
+                "REDIS_URL is a Redis Cluster node, and a cluster has only database 0: "
+                "end REDIS_URL in /0"
+            ) from exc
+        log.info("Redis Cluster detected: keys are routed by slot, walks cover every primary")
+        await self._client.aclose()
+        self._use_cluster(cluster)
+
+    def _use_cluster(self, cluster: RedisCluster) -> None:
+        cluster.set_response_callback("INFO", _raw_reply)
+        self._cluster = cluster
+        self._detect = None
+
+    async def _topology(self, *, fresh: bool = False) -> clusters.Topology:
+        """The cluster's primaries: asked once per tool call (CLUSTER SLOTS, counted),
+        or again when ``fresh``."""
+        cluster = self._cluster
+        assert cluster is not None
+        current = _meter.get()
+        if not fresh and current is not None and current.topology is not None:
+            return current.topology
+        try:
+            await cluster.initialize()
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
+            raise self._translate(exc, "CLUSTER SLOTS") from exc
+        asked = [cluster.get_default_node(), *cluster.get_primaries(), *cluster.get_replicas()]
+        failure: BackendError | None = None
+        for node in dict.fromkeys(n for n in asked if n is not None):
+            try:
+                reply = await self._on_node(node, ("CLUSTER", "SLOTS"))
+            except (RedisUnavailable, RedisTimeout) as exc:
+                failure = exc
+                continue
+            view = clusters.topology(reply, node.host)
+            if current is not None:
+                current.topology = view
+            return view
+        raise failure or RedisUnavailable("cannot reach Redis: no cluster node answered")
+
+    async def _shard_node(self, shard: clusters.Shard) -> ClusterNode:
+        cluster = self._cluster
+        assert cluster is not None
+        node = cluster.get_node(host=shard.host, port=shard.port)
+        if node is None:
+            # A primary the client has not met yet (a failover, a node added).
+            try:
+                await cluster.nodes_manager.initialize()
+            except (rexc.RedisError, rexc.RedisClusterException) as exc:
+                raise self._translate(exc, "CLUSTER SLOTS") from exc
+            node = cluster.get_node(host=shard.host, port=shard.port)
+        if node is None:
+            raise RedisUnavailable(
+                "the cluster's nodes are changing (a failover in progress?); try again shortly"
+            )
+        return node
+
+    async def _on_shard(self, shard: clusters.Shard, *args: Any) -> Any:
+        return await self._on_node(await self._shard_node(shard), args)
+
+    async def _on_node(
+        self,
+        node: ClusterNode | None,
+        args: Sequence[Any],
+        *,
+        reserve: int = 0,
+        release: bool = False,
+        counted: bool = False,
+    ) -> Any:
+        """One command to one cluster node (``None``: the client's default node)."""
+        cluster = self._cluster
+        assert cluster is not None
+        if not counted:
+            _count(1, args, reserve=reserve, release=release)
+        try:
+            if node is None:
+                await cluster.initialize()
+                node = cluster.get_default_node()
+            return await node.execute_command(*args)
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
+            if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError)):
+                # Let the client find the cluster's nodes again on its next command.
+                cluster.replace_default_node()
+                with contextlib.suppress(rexc.RedisError, rexc.RedisClusterException):
+                    await cluster.nodes_manager.initialize()
+            raise self._translate(exc, _command_label(args)) from exc
+
+    async def _each(self, *args: Any, reserve: int = 0, release: bool = False) -> list[OnNode[Any]]:
+        """One command on every primary of a Redis Cluster (each counts), or on the one
+        server: the replies, each with the node that gave it."""
+        await self._ready()
+        if self._cluster is None:
+            return [OnNode(None, None, await self._call(*args, reserve=reserve, release=release))]
+        if not offered(self.managed, args):
+            raise NotOffered(_command_label(args), _PROVIDERS[self.managed or ""])
+        view = await self._topology()
+        _count(len(view.shards), *([args] * len(view.shards)), reserve=reserve, release=release)
+        nodes = [await self._shard_node(shard) for shard in view.shards]
+        replies: list[Any] = [None] * len(nodes)
+        failures: list[BackendError] = []
+
+        async def one(index: int) -> None:
+            try:
+                replies[index] = await self._on_node(nodes[index], args, counted=True)
+            except BackendError as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(nodes)):
+                group.start_soon(one, index)
+        if failures:
+            # Raised as itself, not in an exception group: callers catch RedisRefused.
+            raise failures[0]
+        return [
+            OnNode(shard.label, shard.address, reply)
+            for shard, reply in zip(view.shards, replies, strict=True)
+        ]
 
     async def _pipeline(
         self, commands: Sequence[Command], optional: set[int] | None = None
@@ -676,13 +1125,14 @@ class Backend:
         for index in sorted(skipped - (optional or set())):
             raise NotOffered(_command_label(commands[index]), _PROVIDERS[self.managed or ""])
         sent = [command for i, command in enumerate(commands) if i not in skipped]
+        await self._ready()
         _count(len(sent), *sent)
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for command in sent:
-                pipe.execute_command(*command)
-            answered = iter(await pipe.execute(raise_on_error=False) if sent else [])
-        except rexc.RedisError as exc:
+            if self._cluster is not None:
+                answered = iter(await self._cluster_pipeline(self._cluster, sent))
+            else:
+                answered = iter(await self._standalone_pipeline(sent) if sent else [])
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
             raise self._translate(exc, "pipeline") from exc
         replies = [None if i in skipped else next(answered) for i in range(len(commands))]
         out: list[Any] = []
@@ -699,8 +1149,66 @@ class Backend:
             out.append(reply)
         return out
 
-    def _translate(self, exc: rexc.RedisError, command: str) -> BackendError:
+    async def _standalone_pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        """The commands in one write on one pooled connection, each reply parsed as
+        redis-py parses it, a failed command's error returned in its place. What
+        redis-py's ``Pipeline`` does, without its per-call bookkeeping (a pipeline
+        object, HIMPORT preparation, metrics hooks, reset), which cost a quarter of
+        ``get``'s round trip. Tried again once after a dropped connection, under the
+        client's own ``Retry``, as the pipeline was."""
+        client = self._client
+        pool = client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+
+        async def attempt() -> list[Any]:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            for command in commands:
+                try:
+                    replies.append(await client.parse_response(conn, cast(str, command[0])))
+                except rexc.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+
+        try:
+            return cast(
+                list[Any], await conn.retry.call_with_retry(attempt, lambda _: conn.disconnect())
+            )
+        except BaseException:
+            # Replies may be left unread on the socket: it must not be reused.
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _cluster_pipeline(
+        self, cluster: RedisCluster, commands: Sequence[Command]
+    ) -> list[Any]:
+        """A pipeline on a Redis Cluster: each command goes to the primary of its key's
+        slot (keyless ones to the default node), and the replies come back in order.
+        MOVED and ASK are followed by redis-py, command by command."""
+        if not commands:
+            return []
+        await cluster.initialize()
+        default = cluster.get_default_node()
+        pipe = cluster.pipeline()
+        for command in commands:
+            if _keyed(command):
+                pipe.execute_command(*command)
+            else:
+                pipe.execute_command(*command, target_nodes=default)
+        return list(await pipe.execute(raise_on_error=False))
+
+    def _translate(
+        self, exc: rexc.RedisError | rexc.RedisClusterException, command: str
+    ) -> BackendError:
         """A message safe for a model: no address, no password, no server internals."""
+        if isinstance(exc, rexc.RedisClusterException):
+            # redis-py's text quotes the command (keys, values): only the kind goes on.
+            return BackendError(
+                f"Redis Cluster could not serve {command} ({type(exc).__name__}): "
+                "its slots may be moving or uncovered; try again shortly"
+            )
         if isinstance(exc, rexc.TimeoutError):
             return RedisTimeout(f"Redis did not answer {command} within {self._timeout:g} s")
         if isinstance(exc, rexc.BusyLoadingError):
@@ -709,8 +1217,18 @@ class Backend:
             return RedisUnavailable(
                 "Redis refused the credentials (check the user and password in REDIS_URL)"
             )
+        if isinstance(exc, MasterNotFoundError):
+            return RedisUnavailable(_no_primary(exc, self._client.connection_pool))
         if isinstance(exc, rexc.ConnectionError):
             return RedisUnavailable(f"cannot reach Redis: {_connection_reason(exc)}")
+        for kind, code in _CLUSTER_CODES:
+            # Their text names a node's address: only the code goes on.
+            if isinstance(exc, kind):
+                return RedisRefused(
+                    code,
+                    f"Redis Cluster answered {code} to {command}: its slots are moving or a "
+                    "failover is under way; try again shortly",
+                )
         if isinstance(exc, rexc.ResponseError):
             text = str(exc).strip()
             code = text.split(" ", 1)[0] if text[:1].isupper() else "ERR"
@@ -724,6 +1242,17 @@ class Backend:
             return RedisRefused(code, f"Redis refused {command}: {_shorten(text)}")
         return BackendError(f"Redis error on {command}: {type(exc).__name__}")
 
+
+# The code of an error redis-py annotates as "Command # 1 (...) of pipeline caused error:
+# ('NOPERM ...',)".
+_QUEUED_ERROR_CODE = re.compile(r"caused error: \(['\"]([A-Z]+)\b")
+
+_CLUSTER_CODES: tuple[tuple[type[rexc.ResponseError], str], ...] = (
+    (rexc.MovedError, "MOVED"),
+    (rexc.AskError, "ASK"),
+    (rexc.TryAgainError, "TRYAGAIN"),
+    (rexc.ClusterDownError, "CLUSTERDOWN"),
+)
 
 _STRIPPED_CODES: tuple[tuple[type[rexc.ResponseError], str], ...] = (
     (rexc.NoPermissionError, "NOPERM"),
@@ -742,6 +1271,24 @@ _LENGTH_COMMANDS = {
     "zset": "ZCARD",
     "stream": "XLEN",
 }
+
+
+def _keyed(command: Sequence[Any]) -> bool:
+    """Whether ``command`` names a key (and so a Redis Cluster routes it by slot)."""
+    return _text(command[0]).upper() in _KEY_ARGUMENTS
+
+
+def _scan_cursor(cursor: int) -> int:
+    """A standalone SCAN cursor: 64 bits (a wider one belongs to a cluster walk)."""
+    if not 0 <= cursor <= clusters.MAX_NODE_CURSOR:
+        raise InvalidInput("the cursor is out of range: pass back next_cursor exactly as returned")
+    return cursor
+
+
+def _config_value(reply: Any) -> str | None:
+    """The value of a one-parameter CONFIG GET reply (a map in RESP3, pairs in RESP2)."""
+    values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
+    return _text(values[0]) if values else None
 
 
 def _restore_ttl(pttl: int) -> int:
@@ -780,7 +1327,7 @@ _LACKS: dict[str, frozenset[str]] = {
     "upstash": frozenset({"OBJECT", "MEMORY", "SLOWLOG", "LATENCY", "CLIENT", "DEBUG"}),
 }
 _PROVIDERS = {"upstash": "Upstash", "": "this server"}
-_SUBCOMMANDS = {"CONFIG", "OBJECT", "MEMORY", "SLOWLOG", "LATENCY", "CLIENT", "ACL"}
+_SUBCOMMANDS = {"CONFIG", "OBJECT", "MEMORY", "SLOWLOG", "LATENCY", "CLIENT", "ACL", "CLUSTER"}
 
 
 def offered(managed: str | None, command: Sequence[Any]) -> bool:
@@ -813,6 +1360,7 @@ def _connection_reason(exc: rexc.ConnectionError) -> str:
     text = str(exc).lower()
     for needle, reason in (
         ("refused", "connection refused"),
+        ("previous master", "the primary was demoted by a failover; try again"),
         ("certificate", "TLS certificate verification failed"),
         ("ssl", "TLS handshake failed"),
         ("name or service", "host name not found"),
@@ -825,6 +1373,108 @@ def _connection_reason(exc: rexc.ConnectionError) -> str:
         if needle in text:
             return reason
     return "connection lost"
+
+
+# -- Sentinel ---------------------------------------------------------------------------
+
+# How often, at most, the Sentinels are asked again which server is the primary as a
+# connection is taken from the pool. redis-py asks only when it (re)connects, and after a
+# planned failover (SENTINEL FAILOVER) the old primary stays writable until Sentinel
+# demotes it, up to ten seconds later: a connection still open to it would keep reading
+# and writing there, and its writes would be lost.
+SENTINEL_RECHECK_SECONDS = 1.0
+
+
+@dataclass
+class SentinelView:
+    """What the Sentinels answered about ``master`` (see ``Backend.sentinel_view``)."""
+
+    master: str
+    sentinels: int
+    answered: int = 0
+    # Sentinels naming ``master`` as a healthy primary, and those reporting it down.
+    naming: int = 0
+    down: int = 0
+    # Every name the Sentinels that answered monitor; why the others did not answer.
+    monitored: dict[str, None] = field(default_factory=dict)
+    problems: dict[str, None] = field(default_factory=dict)
+
+
+class _FollowingPool(SentinelConnectionPool):
+    """Sentinel-managed connections that follow a failover: before handing one out, the
+    Sentinels are asked again (at most every ``SENTINEL_RECHECK_SECONDS``) and, when they
+    name another primary, the idle connections to the old one are closed. Sentinels that
+    do not answer then change nothing: a working session outlives them."""
+
+    _asked = -SENTINEL_RECHECK_SECONDS
+
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        now = time.monotonic()
+        if self.master_address is not None and now - self._asked >= SENTINEL_RECHECK_SECONDS:
+            self._asked = now
+            try:
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+            except rexc.RedisError as exc:
+                log.debug("the Sentinels were not asked again: %s", type(exc).__name__)
+        return await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
+
+
+class _SentinelPrimary(aioredis.Redis):
+    """The primary's client: closing it closes the connections to the Sentinels too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if isinstance(self.connection_pool, SentinelConnectionPool):
+            await self.connection_pool.sentinel_manager.aclose()
+
+
+def _sentinel_client(target: SentinelTarget, options: dict[str, Any]) -> aioredis.Redis:
+    """A client of the primary ``target``'s Sentinels name, with the plain client's
+    ``options`` (timeouts, retry, TLS) on the data connection; the Sentinels get the
+    timeouts and the retry, and credentials of their own. Nothing is sent before the
+    first command; the primary is looked up again after each lost connection."""
+    for_sentinels = {k: v for k, v in options.items() if k.startswith("socket_") or k == "retry"}
+    if target.sentinel_username:
+        for_sentinels["username"] = target.sentinel_username
+    if target.sentinel_password is not None:
+        for_sentinels["password"] = target.sentinel_password.get_secret_value()
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=for_sentinels)  # type: ignore[no-untyped-call]
+    data: dict[str, Any] = {**options, "db": target.db, "decode_responses": False}
+    if target.username:
+        data["username"] = target.username
+    if target.password is not None:
+        data["password"] = target.password.get_secret_value()
+    if target.tls:
+        data["ssl"] = True
+    client = sentinel.master_for(
+        target.master,
+        redis_class=_SentinelPrimary,
+        connection_pool_class=_FollowingPool,
+        **data,
+    )
+    return cast(aioredis.Redis, client)
+
+
+def _no_primary(exc: MasterNotFoundError, pool: Any) -> str:
+    """MasterNotFoundError in a sentence without its text, which holds every Sentinel's
+    address and error."""
+    name = str(getattr(pool, "service_name", "?"))
+    text = str(exc)
+    if text == f"No master found for {name!r}":
+        return (
+            f"the Sentinels answered but none names a healthy primary '{name}': it is down "
+            "and not yet replaced (a failover takes seconds: try again), or they monitor no "
+            "such name (`mita-redis-mcp doctor` lists the names they monitor)"
+        )
+    if "Authentication" in text or "NOAUTH" in text or "WRONGPASS" in text:
+        return (
+            f"no primary '{name}' found: a Sentinel refused the credentials (check "
+            "sentinel_password in REDIS_URL)"
+        )
+    return (
+        f"no primary '{name}' found: no Sentinel that answered names one, and "
+        "some or all of them could not be reached"
+    )
 
 
 def _limiter_commands(read: LimiterRead) -> list[Command]:

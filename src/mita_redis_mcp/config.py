@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -23,6 +23,12 @@ from mita_redis_mcp.schema import Profile, ProfileError, load_profiles
 from mita_redis_mcp.schema import scope_prefixes as profile_prefixes
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# The largest --max-value-bytes: the most of one value a single answer may carry.
+MAX_VALUE_WINDOW = 4 * 2**20
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+DEFAULT_SENTINEL_PORT = 26379
+# The query parameters a redis+sentinel:// URL may carry: the Sentinels' own credentials.
+SENTINEL_PARAMETERS = ("sentinel_username", "sentinel_password")
 
 # Without --profile (and without a profile file), the first user's layout.
 DEFAULT_PROFILES: tuple[str, ...] = ("mita",)
@@ -75,7 +81,17 @@ OPTIONS: tuple[Option, ...] = (
         "REDIS_URL",
         "--redis-url",
         "url",
-        f"redis://, rediss:// (TLS) or unix:// URL. Default {DEFAULT_REDIS_URL}.",
+        "redis://, rediss:// (TLS) or unix:// URL, or redis+sentinel:// (rediss+sentinel://) "
+        "to find the primary through Sentinels: see README, Sentinel. "
+        f"Default {DEFAULT_REDIS_URL}.",
+    ),
+    Option(
+        "cluster",
+        "MITA_REDIS_MCP_CLUSTER",
+        "--cluster",
+        "bool",
+        "REDIS_URL is a node of a Redis Cluster: use a cluster client (keys routed by slot, "
+        "walks over every primary). Default: detected on the first command (INFO cluster).",
     ),
     Option(
         "prefixes",
@@ -121,9 +137,11 @@ OPTIONS: tuple[Option, ...] = (
         "MITA_REDIS_MCP_MAX_VALUE_BYTES",
         "--max-value-bytes",
         "int",
-        "Most bytes of one value (or element) returned. Default 16384.",
+        "Most bytes of one value (or element) returned. Default 16384, at most 4 MiB "
+        "(an answer carries the value twice, as structured content and as text: a larger "
+        "window would pass the server's 150 MB memory bound, and no model reads it).",
         1,
-        16 * 1024 * 1024,
+        MAX_VALUE_WINDOW,
     ),
     Option(
         "max_items",
@@ -313,6 +331,7 @@ class Settings:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_insecure_skip_verify: bool = False
+    cluster: bool = False
     log_level: LogLevel = "INFO"
     audit: AuditTarget = None
     transport: Transport = "stdio"
@@ -328,6 +347,12 @@ class Settings:
     def safe_url(self) -> str:
         """The Redis URL with its password replaced by ``***``: safe to log and show."""
         return redact_url(self.redis_url.get_secret_value())
+
+    @property
+    def sentinel(self) -> SentinelTarget | None:
+        """What a redis+sentinel:// URL names; ``None`` for any other URL."""
+        url = self.redis_url.get_secret_value()
+        return sentinel_target(url) if url.startswith(SENTINEL_SCHEMES) else None
 
     def load_profiles(self) -> list[Profile]:
         """The active key-schema profiles: those named, else the profile file's, else
@@ -397,8 +422,16 @@ class Settings:
         problems: list[str] = []
         scheme = urlsplit(self.redis_url.get_secret_value()).scheme
         tls_files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
-        if scheme != "rediss" and (any(tls_files) or self.tls_insecure_skip_verify):
+        tls = scheme in ("rediss", "rediss+sentinel")
+        if not tls and (any(tls_files) or self.tls_insecure_skip_verify):
             problems.append("TLS options are set but REDIS_URL is not a rediss:// URL")
+        if self.cluster and scheme not in ("redis", "rediss"):
+            problems.append("--cluster needs a redis:// or rediss:// URL of one cluster node")
+        elif self.cluster and urlsplit(self.redis_url.get_secret_value()).path.strip("/") not in (
+            "",
+            "0",
+        ):
+            problems.append("--cluster: a Redis Cluster has only database 0 (end REDIS_URL in /0)")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             problems.append("--tls-cert-file and --tls-key-file must be given together")
         if self.tls_insecure_skip_verify and self.tls_ca_file is not None:
@@ -446,8 +479,90 @@ def is_wildcard_host(host: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class SentinelTarget:
+    """A redis+sentinel:// URL: where the Sentinels are, the name they know the primary
+    by, and the credentials of each (the primary's in the userinfo, the Sentinels' own
+    in ``?sentinel_username=`` and ``?sentinel_password=``)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    tls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sentinel_username: str | None = None
+    sentinel_password: SecretStr | None = None
+
+
+def sentinel_target(url: str) -> SentinelTarget:
+    """Parse ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]``
+    (``rediss+sentinel://``: TLS to the primary). Raises ``ValueError`` with a message that
+    quotes no part of the URL but the parameter names."""
+    scheme, _, rest = url.partition("://")
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    sentinels = tuple(_sentinel_address(item, n) for n, item in enumerate(hosts.split(","), 1))
+    master, _, db = unquote(path).strip("/").partition("/")
+    if not master:
+        raise ValueError(
+            "a redis+sentinel:// URL names the primary after the Sentinels' addresses: "
+            "redis+sentinel://HOST:26379/MASTER_NAME"
+        )
+    if not (db or "0").isascii() or not (db or "0").isdigit():
+        raise ValueError(
+            "the database (after the primary's name) must be a number (percent-encode "
+            "any / ? # @ in the password)"
+        )
+    params = parse_qs(query, keep_blank_values=True)
+    # Not echoed: after a password's unencoded '&', a "parameter" is the password's tail.
+    if any(name not in SENTINEL_PARAMETERS for name in params):
+        raise ValueError(
+            "a redis+sentinel:// URL takes only the parameters "
+            f"{' and '.join(SENTINEL_PARAMETERS)} (percent-encode any & = in a password)"
+        )
+    if fragment:
+        raise ValueError(
+            "a redis+sentinel:// URL has no #fragment (percent-encode # in a password)"
+        )
+    user, has_password, password = userinfo.partition(":") if at else ("", "", "")
+    sentinel_password = params.get("sentinel_password", [""])[-1]
+    return SentinelTarget(
+        sentinels=sentinels,
+        master=master,
+        db=int(db or 0),
+        tls=scheme == "rediss+sentinel",
+        username=unquote(user) or None,
+        password=SecretStr(unquote(password)) if has_password else None,
+        sentinel_username=params.get("sentinel_username", [""])[-1] or None,
+        sentinel_password=SecretStr(sentinel_password) if sentinel_password else None,
+    )
+
+
+def _sentinel_address(item: str, number: int) -> tuple[str, int]:
+    host, port = item, ""
+    if item.startswith("["):
+        host, bracket, port = item[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            raise ValueError(f"Sentinel address {number} is malformed (IPv6: [::1]:26379)")
+        port = port[1:]
+    elif ":" in item:
+        host, _, port = item.rpartition(":")
+    if not host:
+        raise ValueError(
+            f"Sentinel address {number} has no host: list them as HOST:PORT,HOST:PORT "
+            "(percent-encode any / ? # @ in a password)"
+        )
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65_536):
+        raise ValueError(f"Sentinel address {number} has a bad port (1 to 65535)")
+    return unquote(host), int(port or DEFAULT_SENTINEL_PORT)
+
+
 def redact_url(url: str) -> str:
-    """Replace the password of a URL (userinfo or ``?password=``) with ``***``."""
+    """Replace the passwords of a URL (userinfo, ``?password=``, ``?sentinel_password=``)
+    with ``***``."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -459,7 +574,7 @@ def redact_url(url: str) -> str:
         # A bare userinfo may be a password too (redis://secret@host): hide it whole.
         netloc = f"{user}:***@{host}" if has_password else f"***@{host}"
     query = "&".join(
-        "password=***" if pair.partition("=")[0].lower() == "password" else pair
+        f"{name}=***" if (name := pair.partition("=")[0].lower()).endswith("password") else pair
         for pair in parts.query.split("&")
         if pair
     )
@@ -517,13 +632,21 @@ def _parse_url(url: str, source: str) -> SecretStr:
             f"{source} is the literal text {url}: the variable it names was not set in the "
             "environment that launched the server (export it before starting the client)"
         )
+    if url.startswith(tuple(f"{scheme}://" for scheme in SENTINEL_SCHEMES)):
+        try:
+            sentinel_target(url)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+        return SecretStr(url)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         raise ValueError(f"{source} is not a valid URL (port or address malformed)") from None
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"{source} must start with redis://, rediss:// or unix://")
+        raise ValueError(
+            f"{source} must start with redis://, rediss://, unix:// or redis+sentinel://"
+        )
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError(f"{source}: a unix:// URL needs a socket path")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mita_redis_mcp.app import App
-from mita_redis_mcp.backend import Backend, Command, offered
+from mita_redis_mcp.backend import Backend, Command, SentinelView, offered
 from mita_redis_mcp.config import OPTIONS, Limits, Settings
 from mita_redis_mcp.errors import BackendError, RedisRefused
 from mita_redis_mcp.info import parse_info
@@ -80,6 +80,9 @@ def configuration(settings: Settings, app: App) -> list[Check]:
 
 def tls(settings: Settings) -> Check:
     parts = urlsplit(settings.redis_url.get_secret_value())
+    target = settings.sentinel
+    if target is not None:
+        return _sentinel_tls(settings, target.tls, [host for host, _ in target.sentinels])
     if parts.scheme == "rediss":
         if settings.tls_insecure_skip_verify:
             return Check(
@@ -95,6 +98,60 @@ def tls(settings: Settings) -> Check:
         "WARN",
         "TLS",
         "not used: the password and every value cross the network in clear (use rediss://)",
+    )
+
+
+def _sentinel_tls(settings: Settings, encrypted: bool, hosts: Sequence[str]) -> Check:
+    if encrypted:
+        verified = (
+            "certificate verification OFF (--tls-insecure-skip-verify)"
+            if settings.tls_insecure_skip_verify
+            else "certificate and hostname verified"
+        )
+        status: Status = "WARN" if settings.tls_insecure_skip_verify else "OK"
+        return Check(
+            status,
+            "TLS",
+            f"rediss+sentinel://: to the primary, {verified}; the Sentinels are asked in clear",
+        )
+    if all(host in ("localhost", "127.0.0.1", "::1") for host in hosts):
+        return Check("OK", "TLS", "not used (local Sentinels)")
+    return Check(
+        "WARN",
+        "TLS",
+        "not used: the password and every value cross the network in clear to the primary "
+        "(use rediss+sentinel://)",
+    )
+
+
+def sentinel(view: SentinelView) -> Check:
+    """How the Sentinels of a redis+sentinel:// URL see its primary."""
+    name, total = view.master, view.sentinels
+    silent = total - view.answered
+    why = "; ".join(view.problems)
+    if view.naming:
+        detail = (
+            f"sentinel-managed: primary {name} discovered through {view.naming} of "
+            f"{total} Sentinel(s)"
+        )
+        if silent:
+            return Check("WARN", "sentinel", f"{detail}; {silent} did not answer ({why})")
+        return Check("OK", "sentinel", detail)
+    if not view.answered:
+        return Check("FAIL", "sentinel", f"none of the {total} Sentinel(s) answered ({why})")
+    if view.down:
+        return Check(
+            "FAIL",
+            "sentinel",
+            f"the Sentinels report primary {name} down: no primary to talk to until a "
+            "replica is promoted",
+        )
+    known = ", ".join(sorted(view.monitored)) or "none"
+    return Check(
+        "FAIL",
+        "sentinel",
+        f"no Sentinel monitors a primary named {name!r} (they monitor: {known}): fix the "
+        "name after the Sentinels' addresses in REDIS_URL",
     )
 
 
@@ -128,14 +185,21 @@ def mode(
     host: str,
     *,
     writes: bool,
+    primaries: int | None = None,
 ) -> Check:
+    """``primaries``: how many the cluster client found (``None``: no cluster client)."""
     if server.get("redis_mode") == "sentinel":
         return Check(
-            "FAIL", "mode", "this is a Sentinel, not a data server: point REDIS_URL at the master"
+            "FAIL",
+            "mode",
+            "this is a Sentinel, not a data server: reach the primary it monitors with "
+            "REDIS_URL=redis+sentinel://HOST:PORT/MASTER_NAME",
         )
     status: Status = "OK"
     parts: list[str] = []
-    if str(cluster.get("cluster_enabled", "0")) == "1" or server.get("redis_mode") == "cluster":
+    if primaries is not None:
+        parts.append(f"cluster: {primaries} primaries, every tool covers them all")
+    elif str(cluster.get("cluster_enabled", "0")) == "1" or server.get("redis_mode") == "cluster":
         status = "WARN"
         parts.append("cluster: only this node's keys are visible (no cluster client)")
     else:
@@ -182,14 +246,19 @@ def eviction(policy: str | None) -> Check:
 
 
 def probes(settings: Settings, app: App, db: int) -> list[tuple[str, str, Command]]:
-    """(kind, what needs it, command) for ACL DRYRUN: each command the tools send, with
-    each key command once per allowed prefix."""
+    """(kind, what needs it, command) for ACL DRYRUN: each command the tools send (in a
+    ``--managed`` mode, only those sent there), with each key command once per allowed
+    prefix."""
     keys = [PROBE_KEY] if app.scope.allow_all_keys else [p + PROBE_KEY for p in _prefixes(app)]
     out: list[tuple[str, str, Command]] = []
     for kind, template, needed_by in Backend.REQUIRED_COMMANDS:
         if kind == "write" and not settings.allow_writes:
             continue
+        if kind == "cluster" and not app.backend.cluster:
+            continue
         words = template.replace("{db}", str(db)).split(" ")
+        if not app.backend.sends(tuple(words)):
+            continue  # --managed: never sent, so its permission does not matter
         for key in keys if "{key}" in template else [""]:
             out.append((kind, needed_by, tuple(w.replace("{key}", key) for w in words)))
     return out
@@ -256,14 +325,17 @@ def acl_command_name(words: Sequence[str]) -> str:
     return first
 
 
-def acl_commands(*, writes: bool, managed: str | None = None, withheld: bool = False) -> list[str]:
+def acl_commands(
+    *, writes: bool, managed: str | None = None, withheld: bool = False, cluster: bool = False
+) -> list[str]:
     """The ACL names of the commands the tools send in this mode (from
     ``Backend.REQUIRED_COMMANDS``), without ``ACL_WITHHELD`` unless ``withheld``; in a
-    ``--managed`` mode, without the commands never sent there."""
+    ``--managed`` mode, without the commands never sent there; on a Redis Cluster, with
+    what its client sends."""
     names: dict[str, None] = {}
     for kind, template, _needed_by in Backend.REQUIRED_COMMANDS:
         words = template.split(" ")
-        if kind == "write" and not writes:
+        if (kind == "write" and not writes) or (kind == "cluster" and not cluster):
             continue
         if not offered(managed, words) or (words[0] in ACL_WITHHELD and not withheld):
             continue
@@ -281,13 +353,14 @@ def acl_setuser(
     managed: str | None = None,
     db: int = 0,
     withheld: bool = False,
+    cluster: bool = False,
 ) -> list[str]:
     """The arguments after ``ACL SETUSER`` for a user limited to ``prefixes`` and to the
     commands the tools send (``withheld``: ``ACL_WITHHELD`` too, with the key-miss
     channel). SELECT only for a database other than 0 (redis-py selects it on connect)."""
     keys = ["~*"] if allow_all_keys else [f"~{acl_pattern(p)}" for p in prefixes]
     channels = [f"&__keyevent@{db}__:keymiss"] if withheld else []
-    commands = acl_commands(writes=writes, managed=managed, withheld=withheld)
+    commands = acl_commands(writes=writes, managed=managed, withheld=withheld, cluster=cluster)
     if db:
         commands.append("select")
     return [
@@ -317,6 +390,7 @@ def acl_lines(settings: Settings, app: App) -> list[str]:
         "allow_all_keys": settings.allow_all_keys,
         "managed": settings.managed,
         "db": db,
+        "cluster": app.backend.cluster,
     }
     prefixes = _prefixes(app)
     base = acl_setuser(prefixes, **options)
@@ -326,12 +400,20 @@ def acl_lines(settings: Settings, app: App) -> list[str]:
         f"Least-privilege ACL user for this scope ({mode}); run it as an admin, with a "
         "password of your own:",
         "ACL SETUSER " + command_line(base),
-        f"then REDIS_URL=redis://{ACL_USER}:{ACL_PASSWORD}@HOST:PORT/{db}",
+        f"then REDIS_URL={_acl_url(settings, db)}",
         "Left out: CONFIG (CONFIG GET also reads requirepass and masterauth) and the "
         "key-miss SUBSCRIBE: check_blacklist then cannot read maxmemory-policy and "
         "cache_hit_rate cannot observe misses (both say so). To allow them, append: "
         + command_line(extra),
     ]
+
+
+def _acl_url(settings: Settings, db: int) -> str:
+    target = settings.sentinel
+    if target is None:
+        return f"redis://{ACL_USER}:{ACL_PASSWORD}@HOST:PORT/{db}"
+    scheme = "rediss+sentinel" if target.tls else "redis+sentinel"
+    return f"{scheme}://{ACL_USER}:{ACL_PASSWORD}@SENTINEL:26379/{target.master}/{db}"
 
 
 def report(
@@ -371,7 +453,9 @@ def _prefixes(app: App) -> list[str]:
     return [p.decode("utf-8", "replace") for p in app.scope.prefixes]
 
 
-_ACL_SUBCOMMANDS = frozenset({"CONFIG", "OBJECT", "MEMORY", "SLOWLOG", "LATENCY", "CLIENT", "ACL"})
+_ACL_SUBCOMMANDS = frozenset(
+    {"CONFIG", "OBJECT", "MEMORY", "SLOWLOG", "LATENCY", "CLIENT", "ACL", "CLUSTER"}
+)
 
 
 def _cli_word(word: str) -> str:
@@ -402,6 +486,11 @@ async def run_checks(settings: Settings, app: App) -> list[Check]:
         return checks
     checks.append(tls(settings))
     backend = app.backend
+    view = await backend.sentinel_view()
+    if view is not None:
+        checks.append(sentinel(view))
+        if checks[-1].status == "FAIL":
+            return checks
     try:
         answered = await backend.authenticates()
     except RedisRefused as exc:
@@ -461,6 +550,7 @@ async def _server_checks(settings: Settings, app: App) -> list[Check]:
                 sentinels,
                 urlsplit(settings.redis_url.get_secret_value()).hostname or "",
                 writes=settings.allow_writes,
+                primaries=await backend.primaries(),
             )
         )
     checks.append(await _permissions(settings, app, user))

@@ -78,3 +78,45 @@ def _scalar(text: str) -> JsonValue:
     if re.fullmatch(r"-?\d+\.\d+", text):
         return float(text)
     return text
+
+
+# Fields whose total over a cluster's primaries is their sum: counters, connections,
+# memory, keys (keyspace dbN keys/expires, commandstats calls/usec, errorstats count).
+_ADDITIVE = re.compile(
+    r"^(total_|keyspace_|expired_|evicted_|rejected_|pubsub_|instantaneous_|"
+    r"(connected|blocked|tracking)_clients$|used_memory(_rss|_dataset|_peak)?$|maxmemory$|"
+    r"keys$|expires$|calls$|usec$|failed_calls$|count$)"
+)
+
+
+def total_info(nodes: list[Sections]) -> Sections:
+    """The INFO of a cluster's primaries as one: counts summed (keys, clients, memory,
+    hits and misses, commands), values every primary shares kept (version, mode),
+    anything else left out (it is in each node's own INFO)."""
+    total: Sections = {}
+    for section in dict.fromkeys(name for node in nodes for name in node):
+        merged = _merge([node.get(section, {}) for node in nodes])
+        if merged:
+            total[section] = merged
+    return total
+
+
+def _merge(parts: list[dict[str, JsonValue]]) -> dict[str, JsonValue]:
+    merged: dict[str, JsonValue] = {}
+    for name in dict.fromkeys(field for part in parts for field in part):
+        values = [part[name] for part in parts if name in part]
+        nested = [v for v in values if isinstance(v, dict)]
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if nested and len(nested) == len(values):
+            inner = _merge(nested)
+            if "calls" in inner and "usec" in inner:
+                calls, usec = inner["calls"], inner["usec"]
+                if isinstance(calls, int) and calls and isinstance(usec, int | float):
+                    inner["usec_per_call"] = round(usec / calls, 2)
+            if inner:
+                merged[name] = inner
+        elif _ADDITIVE.match(name) and len(numbers) == len(values):
+            merged[name] = sum(numbers)
+        elif len(values) == len(parts) and all(v == values[0] for v in values):
+            merged[name] = values[0]
+    return merged

@@ -397,8 +397,10 @@ async def _eviction(app: App) -> EvictionCheck:
             "(managed Redis such as Upstash, or an ACL user without +config). Check the "
             "eviction setting in the provider's console.",
         )
-    if policy.startswith(_EVICTING):
-        which = "any key" if policy.startswith("allkeys-") else "any key with a TTL"
+    # A Redis Cluster's primaries may disagree: "noeviction,allkeys-lru".
+    evicting = [p for p in policy.split(",") if p.startswith(_EVICTING)]
+    if evicting:
+        which = "any key" if evicting[0].startswith("allkeys-") else "any key with a TTL"
         return EvictionCheck(
             policy=policy,
             can_evict=True,

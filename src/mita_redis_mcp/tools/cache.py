@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from mita_redis_mcp import cursor as cursors
 from mita_redis_mcp.app import App
 from mita_redis_mcp.errors import InvalidInput, OutOfScope, RedisRefused
-from mita_redis_mcp.info import parse_info
+from mita_redis_mcp.info import parse_info, total_info
 from mita_redis_mcp.schema import HitCounter, KeyTemplate, Namespace, Profile, classify
 from mita_redis_mcp.tools.base import Answer, ToolSpec
 
@@ -164,7 +164,8 @@ async def cache_hit_rate(
     with observe_misses=true only, key-miss events counted per namespace. A hit ratio
     per namespace is given only where both were measured. Cost: 2 INFO, plus a bounded
     SCAN and one read per counter key, twice; observe_misses adds 5 to 6 commands and
-    one subscription. Takes window_seconds to answer.
+    one subscription. On a Redis Cluster, INFO, CONFIG and the subscription are per
+    primary, and the figures their sums. Takes window_seconds to answer.
     """
     selected = _select(app.profiles, namespaces)
     notes: list[str] = []
@@ -234,7 +235,9 @@ _Sampled = tuple[_Sample | None, _Sample | None, float]
 
 
 async def _sample(app: App) -> _Sample | None:
-    stats = parse_info(await app.backend.info("stats")).get("stats", {})
+    """keyspace_hits/misses of the server (summed over a cluster's primaries)."""
+    nodes = await app.backend.info_by_node("stats")
+    stats = total_info([parse_info(node.reply) for node in nodes]).get("stats", {})
     hits, misses = stats.get("keyspace_hits"), stats.get("keyspace_misses")
     if isinstance(hits, int) and isinstance(misses, int):
         return _Sample(hits, misses)
