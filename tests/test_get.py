@@ -15,7 +15,16 @@ from mcp import Client
 
 from mita_redis_mcp.app import App
 from mita_redis_mcp.server import build_server
-from tests.conftest import Answer, MakeApp, Target, answer_of, call_tool, error_text, follow
+from tests.conftest import (
+    Answer,
+    MakeApp,
+    Target,
+    answer_of,
+    app_for,
+    call_tool,
+    error_text,
+    follow,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -465,3 +474,25 @@ async def test_get_default_count_is_max_items(make_app: MakeApp, target: Target)
     target.raw.rpush("app:l", *range(50))
     answer = await get(make_app(max_items=7), key="app:l")
     assert [e["index"] for e in answer["elements"]] == list(range(7))
+
+
+async def test_get_after_redis_dropped_the_connection_answers_on_a_new_one(
+    real_target: Target,
+) -> None:
+    """get's one round trip goes over a pooled connection of its own making: when Redis
+    has closed that connection (a restart, CLIENT KILL, an idle timeout), the call is
+    tried once more on a new one instead of failing."""
+    real_target.raw.set("app:k", "before", ex=100)
+    app = app_for(real_target)
+    try:
+        async with Client(build_server(app)) as client:
+            first = answer_of(await client.call_tool("get", {"key": "app:k"}))
+            assert first["value"]["value"] == "before"
+            killed = real_target.raw.client_kill_filter(_type="normal", skipme=True)
+            assert killed >= 1
+            real_target.raw.set("app:k", "after", ex=100)
+            second = answer_of(await client.call_tool("get", {"key": "app:k"}))
+            assert second["value"]["value"] == "after"
+            assert second["commands"] == 5
+    finally:
+        await app.backend.close()

@@ -8,7 +8,16 @@ import pytest
 import redis
 
 from mita_redis_mcp.app import App
-from tests.conftest import Answer, MakeApp, Target, answer_of, call_tool, error_text, follow
+from tests.conftest import (
+    Answer,
+    MakeApp,
+    Target,
+    answer_of,
+    app_for,
+    call_tool,
+    error_text,
+    follow,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -166,3 +175,29 @@ async def test_star_over_many_prefixes_finishes_a_small_database_in_one_call(
     assert answer["complete"] is True
     assert sorted(k["key"] for k in answer["keys"]) == [f"{p}k" for p in prefixes[::4]]
     assert answer["scanned"] <= 20 * 10
+
+
+async def test_keys_that_look_like_the_protocol_come_back_exactly(real_target: Target) -> None:
+    """Keys that look like RESP, binary keys, and pages longer than one socket read come
+    out of the backend's SCAN, TYPE/PTTL and GETRANGE exactly as stored."""
+    odd = [b"app:\r\n*2\r\n$1\r\nx", b"app:$-1\r\n", b"app:\xff\x00\r", b"app:" + b"k" * 300]
+    real_target.raw.mset({key: key for key in odd})
+    real_target.raw.mset({b"app:%05d:" % i + b"v" * 200: b"1" for i in range(2000)})
+    expected = set(real_target.raw.scan_iter(match=b"app:*", count=1000))
+    app = app_for(real_target, prefixes=("app:",))
+    try:
+        found: list[bytes] = []
+        cursor = 0
+        while True:
+            cursor, page = await app.backend.scan(cursor, b"app:*", 1000)
+            found += page
+            if cursor == 0:
+                break
+        assert len(expected) == 2004
+        assert set(found) == expected
+        metas = await app.backend.types_and_ttls([*odd, b"app:missing"])
+        assert metas == [("string", -1)] * 4 + [("none", -2)]
+        for key in odd:
+            assert await app.backend.getrange(key, 0, -1) == key
+    finally:
+        await app.backend.close()

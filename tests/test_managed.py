@@ -16,6 +16,7 @@ from mita_redis_mcp.config import Limits, Settings
 from mita_redis_mcp.server import build_server
 from tests.conftest import Target, app_for, call_tool, error_text, installed
 from tests.servers import ServerProcess, redis_binary, start_server
+from tests.test_doctor import doctor, verdicts
 from tests.test_least_privilege import READ_CALLS, seed
 
 # What Upstash lacks, by the names INFO commandstats gives them.
@@ -34,16 +35,18 @@ def calls(stats: dict[str, Any], name: str) -> int:
 async def test_budget_stops_the_call_before_the_command_that_exceeds_it(
     real_target: Target,
 ) -> None:
-    real_target.raw.set("app:k", "v")
+    real_target.raw.sadd("app:set", "a", "b")
     real_target.raw.config_resetstat()
-    app = app_for(real_target, command_budget=4)
-    result = await call_tool(app, "get", {"key": "app:k"})
+    app = app_for(real_target, command_budget=6)
+    result = await call_tool(app, "get", {"key": "app:set"})
     await app.backend.close()
-    assert "this call would exceed the command budget of 4 (spent 4)" in error_text(result)
+    assert "this call would exceed the command budget of 6 (spent 6)" in error_text(result)
     stats = real_target.raw.info("commandstats")
-    # TYPE, PTTL, OBJECT ENCODING and STRLEN were sent; GETRANGE, the 5th, was not.
-    assert calls(stats, "strlen") == 1
-    assert calls(stats, "getrange") == 0
+    # The first round trip (TYPE, PTTL, OBJECT ENCODING, STRLEN, GETRANGE) and the set's
+    # SCARD were sent; SSCAN, the 7th, was not.
+    assert calls(stats, "type") == 1
+    assert calls(stats, "scard") == 1
+    assert calls(stats, "sscan") == 0
 
 
 @pytest.mark.anyio
@@ -159,3 +162,15 @@ def test_without_the_mode_the_same_server_refuses_them(upstash_like: ServerProce
         stats = raw.info("commandstats")
     assert calls(stats, "slowlog|get") == 1
     assert "refused SLOWLOG (NOPERM)" in answers["slowlog"][0]["note"]
+
+
+def test_doctor_in_upstash_mode_does_not_ask_for_what_upstash_lacks(
+    upstash_like: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"redis://limited:pw@127.0.0.1:{upstash_like.port}/0"
+    _code, out, _err = doctor(capsys, url, "--managed", "upstash")
+    status, detail = verdicts(out)["permissions"]
+    assert (status, detail) == ("OK", "user 'limited' may run every command the tools send")
+    # Without the mode, the same user lacks commands the tools would send.
+    _code, out, _err = doctor(capsys, url)
+    assert verdicts(out)["permissions"][0] == "WARN"

@@ -357,3 +357,142 @@ async def test_wrong_password_is_refused_without_echoing_it(binary: str, tmp_pat
     log = stderr.read_text()
     assert "redis://default:***@127.0.0.1" in log
     assert WRONG_PASSWORD not in log
+
+
+# -- the transport (mita_redis_mcp.stdio): the event loop's pipes, no worker threads ----
+
+
+@asynccontextmanager
+async def raw_server(env: dict[str, str], stderr: Path) -> AsyncIterator[RawSession]:
+    """A spawned server past the handshake, spoken to in raw JSON-RPC."""
+    with stderr.open("w") as errlog:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "mita_redis_mcp"], env=env, stderr=errlog
+        )
+        async with process:
+            session = RawSession(process)
+            await session.request(
+                "initialize",
+                {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw-test", "version": "0"},
+                },
+            )
+            await session.send({"method": "notifications/initialized"})
+            yield session
+
+
+async def test_messages_of_megabytes_span_many_pipe_reads_and_writes(
+    seeded: ServerProcess, tmp_path: Path
+) -> None:
+    # A pipe carries 64 KiB at a time: this request and its answer take dozens of reads.
+    value = "".join(chr(0x41 + i % 26) for i in range(1024 * 1024 - 7)) + "\u00e9t\u00e9!"
+    env = server_env(
+        seeded.url, MITA_REDIS_MCP_ALLOW_WRITES="1", MITA_REDIS_MCP_MAX_VALUE_BYTES="2000000"
+    )
+    with anyio.fail_after(60):
+        async with raw_server(env, tmp_path / "stderr") as session:
+            written = await session.call("set", {"key": "app:big", "value": value})
+            got = await session.call("get", {"key": "app:big"})
+            assert await session.finish() == 0
+    assert written["structuredContent"]["written"] is True
+    assert got["structuredContent"]["value"]["value"] == value
+    assert got["structuredContent"]["complete"] is True
+    assert max(len(line) for line in session.lines) > 2 * len(value)
+
+
+async def test_concurrent_requests_get_one_whole_answer_each(
+    seeded: ServerProcess, tmp_path: Path
+) -> None:
+    count = 200
+    with anyio.fail_after(60):
+        async with raw_server(server_env(seeded.url), tmp_path / "stderr") as session:
+            # Every request written before any answer is read: they are served together.
+            first = session.next_id
+            for offset in range(count):
+                key = "app:greeting" if offset % 2 else "app:profile"
+                params = {"name": "get", "arguments": {"key": key}}
+                await session.send({"id": first + offset, "method": "tools/call", "params": params})
+            session.next_id += count
+            answers: dict[int, dict[str, Any]] = {}
+            while len(answers) < count:
+                line = await session.stdout.receive_until(b"\n", MAX_LINE)
+                session.lines.append(line)
+                reply = json.loads(line)
+                answers[reply["id"]] = reply["result"]["structuredContent"]
+            assert await session.finish() == 0
+    assert sorted(answers) == list(range(first, first + count))
+    for request_id, answer in answers.items():
+        expected = "string" if (request_id - first) % 2 else "hash"
+        assert answer["type"] == expected
+
+
+async def test_end_of_stdin_stops_the_server_cleanly(seeded: ServerProcess, tmp_path: Path) -> None:
+    stderr = tmp_path / "stderr"
+    with anyio.fail_after(30):
+        async with raw_server(server_env(seeded.url), stderr) as session:
+            await session.send({"id": 99, "method": "tools/list"})
+            # stdin closes with the request in flight: it is answered or refused, and
+            # the process exits 0 without a traceback.
+            assert await session.finish() == 0
+    for line in session.lines:
+        jsonrpc_message_adapter.validate_json(line)
+    assert "Traceback" not in stderr.read_text()
+
+
+# A process serving stdio.streams() that echoes each request's method back as its
+# result, and prints to stdout and writes to fd 1 while doing so: neither may reach the
+# protocol's stdout. Each message over 1000 bytes is dropped, the loop going on.
+ECHO_SERVER = """
+import os, sys, anyio
+from mcp.shared.message import SessionMessage
+from mcp.types import JSONRPCRequest, JSONRPCResponse
+from mita_redis_mcp import stdio
+
+async def main():
+    async with stdio.streams(limit=1000) as (read, write):
+        async for item in read:
+            print("stray print", flush=True)
+            os.write(1, b"stray write\\n")
+            if isinstance(item, Exception):
+                sys.stderr.write(f"dropped: {type(item).__name__}\\n")
+                continue
+            message = item.message
+            assert isinstance(message, JSONRPCRequest)
+            answer = JSONRPCResponse(jsonrpc="2.0", id=message.id, result={"m": message.method})
+            await write.send(SessionMessage(answer))
+    print("after serving", flush=True)
+
+anyio.run(main)
+"""
+
+
+async def test_transport_keeps_stray_output_off_stdout_and_drops_long_lines(
+    tmp_path: Path,
+) -> None:
+    requests = [
+        b'{"jsonrpc": "2.0", "id": 1, "method": "first"}\n',
+        b"\n",
+        b'{"jsonrpc": "2.0", "id": 2, "method": "' + b"x" * 2000 + b'"}\n',
+        b"not json\n",
+        b'{"jsonrpc": "2.0", "id": 3, "method": "caf\xc3\xa9"}\n',
+        b'{"jsonrpc": "2.0", "id": 4, "method": "last, no newline"}',
+    ]
+    with anyio.fail_after(30):
+        done = await anyio.run_process(
+            [sys.executable, "-c", ECHO_SERVER], input=b"".join(requests), check=False
+        )
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    *lines, after = done.stdout.decode().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"jsonrpc": "2.0", "id": 1, "result": {"m": "first"}},
+        {"jsonrpc": "2.0", "id": 3, "result": {"m": "café"}},
+        {"jsonrpc": "2.0", "id": 4, "result": {"m": "last, no newline"}},
+    ]
+    assert after == "after serving"  # once the transport is closed, fd 1 is stdout again
+    assert err.count("stray print") == 5
+    assert err.count("stray write") == 5
+    assert "dropped: MessageTooLong" in err
+    assert "dropped: ValidationError" in err

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import Tool
+from opentelemetry import trace
 
-from mita_redis_mcp import __version__
+from mita_redis_mcp import __version__, stdio
 from mita_redis_mcp.app import App
 from mita_redis_mcp.audit import AuditLog, audited
 from mita_redis_mcp.backend import meter
@@ -59,6 +61,14 @@ class _Server(MCPServer[None]):
     async def list_tools(self) -> list[Tool]:
         return [tool for tool in await super().list_tools() if tool.name not in self._unlisted]
 
+    async def run_stdio_async(self) -> None:
+        """The SDK's server loop on our stdio transport (``stdio.streams``: the event
+        loop's pipe transports, no worker threads), as the SDK's own method runs it on
+        its threaded one."""
+        lowlevel = self._lowlevel_server
+        async with stdio.streams() as (read, write):
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
+
 
 def build_server(app: App) -> MCPServer[None]:
     """The MCP server for ``app``: every tool bound to it, write tools listed only when
@@ -81,6 +91,13 @@ def build_server(app: App) -> MCPServer[None]:
         lifespan=lifespan,
         unlisted=unlisted,
     )
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # Nothing set up OpenTelemetry in this process: the SDK's span per message
+        # would record nothing, yet cost every request its context switches. The
+        # middleware list is the SDK's documented opt-out.
+        server.middleware[:] = [
+            m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)
+        ]
     audit = AuditLog.from_settings(app.settings.audit, app.profiles)
     for spec in TOOL_SPECS:
         server.add_tool(
