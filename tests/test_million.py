@@ -41,7 +41,7 @@ BATCH = 100_000
 SCAN_BUDGET = 10_000  # the server's default scan_budget
 MAX_ITEMS = 100  # the server's default max_items
 PAGE = 1_000  # SCAN COUNT of one page (cursor.MAX_PAGE_COUNT)
-MEMORY_TOTAL = 256  # keyspace_summary's MEMORY USAGE sample, at most
+SAMPLE_TOTAL = 1024  # keys keyspace_summary samples (TYPE, PTTL, MEMORY USAGE), at most
 FULL_WALK = re.compile(
     r"A full walk examines about (\d+) keys \((\d+) prefixes, each a SCAN over all (\d+) keys"
 )
@@ -208,10 +208,10 @@ async def test_keyspace_summary_is_budget_bounded_and_resumable(million: Seeded)
         assert first["next_cursor"]
         assert 0 < first["scanned"] <= SCAN_BUDGET
         assert 0 < first["keys_examined"] <= SCAN_BUDGET
-        # One DBSIZE, the SCAN pages, TYPE + PTTL per key, a bounded MEMORY USAGE sample.
-        bound = 1 + scan_pages(SCAN_BUDGET) + 2 * first["keys_examined"] + MEMORY_TOTAL
-        assert first["commands"] <= bound
-        assert first["commands"] <= 3 * SCAN_BUDGET + MEMORY_TOTAL + 20
+        # One DBSIZE, the SCAN pages, then TYPE + PTTL + MEMORY USAGE per sampled key:
+        # no command per key counted.
+        assert first["keys_sampled"] <= SAMPLE_TOTAL
+        assert first["commands"] <= 1 + scan_pages(SCAN_BUDGET) + 3 * first["keys_sampled"]
         note = " ".join(first["notes"])
         assert "Budget-bounded" in note
         assert "Call again with cursor" in note
@@ -238,10 +238,7 @@ async def test_keyspace_summary_is_budget_bounded_and_resumable(million: Seeded)
         assert second["next_cursor"] != first["next_cursor"]
         assert 0 < second["scanned"] <= SCAN_BUDGET
         assert second["keys_examined"] > 0
-        assert (
-            second["commands"]
-            <= 1 + scan_pages(SCAN_BUDGET) + 2 * second["keys_examined"] + MEMORY_TOTAL
-        )
+        assert second["commands"] <= 1 + scan_pages(SCAN_BUDGET) + 3 * second["keys_sampled"]
 
 
 async def test_keyspace_summary_with_a_larger_budget_stays_within_it(million: Seeded) -> None:
@@ -253,12 +250,43 @@ async def test_keyspace_summary_with_a_larger_budget_stays_within_it(million: Se
         assert answer["next_cursor"]
         assert answer["scanned"] <= budget
         assert answer["keys_examined"] <= budget
-        assert (
-            answer["commands"]
-            <= 1 + scan_pages(budget) + 2 * answer["keys_examined"] + MEMORY_TOTAL
-        )
+        assert answer["commands"] <= 1 + scan_pages(budget) + 3 * answer["keys_sampled"]
         total = sum(n["keys"] for n in answer["namespaces"])
+        assert total == answer["keys_examined"]
         assert total <= million.dbsize - million.namespaces["outside"]
+        for namespace in answer["namespaces"]:
+            assert namespace["sampled"] <= min(namespace["keys"], 32)
+            assert namespace["leaks_sampled"] <= namespace["sampled"]
+
+
+async def test_keyspace_summary_of_one_family_counts_every_key_exactly(million: Seeded) -> None:
+    """A walk of 'mita:blacklist:*' to the end: one SCAN walk of the million keys, every
+    blacklisted jti counted by name, exactly as seeded; the rest from samples."""
+    async with mita_app(million) as app:
+        answers: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while not answers or not answers[-1]["complete"]:
+            assert len(answers) < 20, "the walk does not end"
+            arguments: dict[str, Any] = {"pattern": "mita:blacklist:*", "budget": 200_000}
+            if cursor is not None:
+                arguments["cursor"] = cursor
+            answers.append(await call(app, "keyspace_summary", arguments))
+            cursor = answers[-1]["next_cursor"]
+        counted = sum(
+            n["keys"]
+            for a in answers
+            for n in a["namespaces"]
+            if n["namespace"] == "blacklist_token"
+        )
+        assert counted == million.namespaces["blacklist_token"]
+        assert {n["namespace"] for a in answers for n in a["namespaces"]} == {"blacklist_token"}
+        assert sum(a["scanned"] for a in answers) <= 2 * million.dbsize
+        for answer in answers:
+            assert answer["commands"] <= 1 + scan_pages(200_000) + 3 * answer["keys_sampled"]
+            [tokens] = answer["namespaces"] or [None]
+            if tokens is not None:
+                assert tokens["sampled"] == min(32, tokens["keys"])
+                assert tokens["types"] == {"string": tokens["sampled"]}
 
 
 async def test_rate_limits_of_one_client_are_read_without_a_scan(million: Seeded) -> None:

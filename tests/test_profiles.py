@@ -211,6 +211,71 @@ def test_property_match_then_format_gives_the_key_back(
         assert template.format(**fields) == key
 
 
+@given(
+    _templates(),
+    st.lists(st.sampled_from([None, "[ab]+", "[0-9]+", "a.*b", "[^:]+"])),
+    st.lists(st.sampled_from([b"a", b"b", b"1", b":", b"/", b"{", b"}", b"-", b"\xff"])),
+)
+def test_property_matches_agrees_with_match(
+    drawn: tuple[KeyTemplate, list[str]], regexes: list[str | None], pieces: list[bytes]
+) -> None:
+    plain, names = drawn
+    regex = {n: r for n, r in zip(names, regexes, strict=False) if r is not None}
+    template = KeyTemplate(plain.pattern, regex=regex)
+    key = b"".join(pieces)
+    assert template.matches(key) == (template.match(key) is not None)
+    if not names:
+        return
+    # A key of this layout whose fields may hold the literals that follow them.
+    values = [b"".join(pieces[i::3]) or b"a" for i in range(len(names))]
+    literals = plain._literals
+    built = b"".join(lit + value for lit, value in zip(literals, [*values, b""], strict=True))
+    assert template.matches(built) == (template.match(built) is not None)
+
+
+_SIMPLE = ["[ab]+", "[0-9]+", "[^:]+", "[^/]{1,3}", "a.*b", "1-?[ab]*", "[]a]+"]
+
+
+@given(
+    _templates(),
+    st.lists(st.sampled_from([None, *_SIMPLE, "(a|b)+", "^a+", "[ab]+?"])),
+    st.lists(st.sampled_from([b"a", b"b", b"1", b":", b"/", b"{", b"}", b"-", b"]", b"\n"])),
+)
+def test_property_exact_regex_agrees_with_matches(
+    drawn: tuple[KeyTemplate, list[str]], regexes: list[str | None], pieces: list[bytes]
+) -> None:
+    plain, names = drawn
+    regex = {n: r for n, r in zip(names, regexes, strict=False) if r is not None}
+    template = KeyTemplate(plain.pattern, regex=regex)
+    exact = template.exact_regex()
+    if exact is None:
+        return
+    compiled = re.compile(exact, re.DOTALL)
+    key = b"".join(pieces)
+    assert (compiled.fullmatch(key) is not None) == template.matches(key)
+    if names:
+        values = [b"".join(pieces[i::3]) or b"a" for i in range(len(names))]
+        literals = plain._literals
+        built = b"".join(lit + v for lit, v in zip(literals, [*values, b""], strict=True))
+        assert (compiled.fullmatch(built) is not None) == template.matches(built)
+
+
+def test_exact_regex_only_where_a_key_splits_one_way() -> None:
+    hex16 = {"client": "[0-9a-f]{16}"}
+    assert KeyTemplate(
+        "a:{endpoint}:c:{client}", regex={"endpoint": "[a-z_]+", **hex16}
+    ).exact_regex()
+    assert KeyTemplate("a:{id}").exact_regex() == b"a:.+"
+    assert KeyTemplate("a:b").exact_regex() == b"a:b"
+    # An unconstrained field, or one whose regex can hold the separator after it, may
+    # split several ways: matches decides.
+    assert KeyTemplate("a:{ip}:{path}").exact_regex() is None
+    assert KeyTemplate("a:{x}:{y}", regex={"x": "[a-z:]+"}).exact_regex() is None
+    # Groups, anchors, alternation, lazy quantifiers, escapes: not embedded.
+    for source in ("(a|b)+", "^a+", "a+?", r"\d+", "(?i)a+", "a{2}?"):
+        assert KeyTemplate("a:{x}", regex={"x": source}).exact_regex() is None
+
+
 @given(_templates(), st.data())
 def test_property_glob_matches_every_formatted_key(
     drawn: tuple[KeyTemplate, list[str]], data: st.DataObject

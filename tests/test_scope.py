@@ -647,6 +647,19 @@ def test_every_key_a_scan_plan_accepts_is_in_scope(case: ScopeCase) -> None:
 
 
 @given(case=scope_cases(adversarial=True))
+def test_a_page_filtered_at_once_keeps_exactly_what_the_key_checks_keep(case: ScopeCase) -> None:
+    # A walk filters a SCAN page with select/within: the same keys, in the same order,
+    # as accepts/contains key by key, or a page filter would be a way out of scope.
+    parse_or_reject(case.pattern)
+    scope, plans = _plans(case)
+    page = list(case.keys) + [k + b"x" for k in case.keys]
+    assert scope.within(page) == [k for k in page if scope.contains(k)]
+    for plan in plans or []:
+        assert plan.select(page) == [k for k in page if plan.accepts(k)]
+        assert all(in_scope(case, k) for k in scope.within(plan.select(page)))
+
+
+@given(case=scope_cases(adversarial=True))
 def test_scan_match_always_opens_with_the_literal_prefix(case: ScopeCase) -> None:
     pattern = parse_or_reject(case.pattern)
     _, plans = _plans(case)

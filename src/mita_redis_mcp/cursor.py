@@ -25,9 +25,11 @@ from mita_redis_mcp.errors import InvalidInput
 T = TypeVar("T")
 
 MAX_PAGE_COUNT = 1000
-_MAX_SCAN_CURSOR = 2**64 - 1
+# SCAN's own cursors are 64-bit; a cluster walk's combined cursor (``cluster``) is wider.
+# The backend checks the cursor it is given against what it sends.
+_MAX_SCAN_CURSOR = 2**128 - 1
 _FORMAT = re.compile(
-    r"^(?P<plan>\d{1,4})\.(?P<cursor>\d{1,20}(?:-\d{1,20})?)\.(?P<count>\d{1,7})"
+    r"^(?P<plan>\d{1,4})\.(?P<cursor>\d{1,39}(?:-\d{1,20})?)\.(?P<count>\d{1,7})"
     r"\.(?P<skip>\d{1,7})\.(?P<fp>[0-9a-f]{12}|-)\.(?P<bind>[0-9a-f]{8})$"
 )
 
@@ -109,8 +111,10 @@ async def walk(
     budget: int,
     identity: Callable[[T], bytes],
     accept: Callable[[int, T], bool] = lambda _plan, _item: True,
+    select: Callable[[int, Sequence[T]], list[T]] | None = None,
     fill: bool = False,
     page_size: int = MAX_PAGE_COUNT,
+    on_page: Callable[[Sequence[T]], None] | None = None,
 ) -> Walk[T]:
     """Walk ``plans`` SCAN-like sequences from ``start`` until ``limit`` items are found
     or ``budget`` (the sum of COUNT hints sent) is spent.
@@ -120,7 +124,11 @@ async def walk(
     no more than the room left, so the walk reads about what it returns; otherwise
     (SCAN with a pattern) pages are as large as the budget allows, up to ``page_size``
     (a caller that knows the table is small asks for less, so the budget it spends is
-    close to what Redis examines).
+    close to what Redis examines). ``select(plan, page)``, when given, filters a whole
+    page at once instead of ``accept`` per item (a walk over a million keys pays one
+    call per page, not per key). ``on_page`` sees each page's new items as they are
+    taken, before the next page is fetched (work on them can overlap a page the
+    caller has already asked for).
     """
     if not start.cursor.isdigit():
         # A stream entry ID ("1700000000000-0"): the key changed type since that answer.
@@ -135,7 +143,11 @@ async def walk(
         count = position.count if position.skip else min(most, budget - scanned)
         next_cursor, page = await fetch(position.plan, int(position.cursor), count)
         scanned += count
-        matched = [item for item in page if accept(position.plan, item)]
+        matched = (
+            select(position.plan, page)
+            if select is not None
+            else [item for item in page if accept(position.plan, item)]
+        )
         skip = position.skip
         if skip and _fingerprint(matched[:skip], identity) == position.fingerprint:
             fresh = matched[skip:]
@@ -143,7 +155,10 @@ async def walk(
             skip, fresh = 0, matched
         room = limit - len(items)
         if len(fresh) > room:
-            items += fresh[:room]
+            fresh = fresh[:room]
+            items += fresh
+            if on_page is not None:
+                on_page(fresh)
             taken = skip + room
             return Walk(
                 items,
@@ -157,6 +172,8 @@ async def walk(
                 scanned,
             )
         items += fresh
+        if on_page is not None:
+            on_page(fresh)
         position = (
             Position(position.plan, str(next_cursor))
             if next_cursor != 0

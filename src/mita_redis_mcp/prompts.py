@@ -79,7 +79,8 @@ def filling_redis() -> str:
         "2. Call `keyspace_summary`: keys, types, TTLs, leaks and estimated memory per "
         "namespace, plus an 'unrecognised' bucket. When `complete` is false, call again "
         "with `cursor` until it is, or say the figures cover a part of the keyspace.\n"
-        "3. Memory figures there are extrapolated from a sample: say so. Point at leaks "
+        "3. Key counts there are exact; types, TTLs, leaks and memory come from a "
+        "sample of each namespace (estimates scaled up from it): say so. Point at leaks "
         "(keys without a TTL where one is expected) and the biggest keys.\n"
         "4. Optionally `clients` for connections, `slowlog` and `latency` for slowness."
     )

@@ -118,6 +118,14 @@ class ScanPlan:
             return False
         return self.exact or self.pattern.matches(key)
 
+    def select(self, keys: Sequence[bytes]) -> list[bytes]:
+        """The keys of a SCAN page that ``accepts`` takes, in order."""
+        prefix = self.prefix
+        if self.exact:
+            return [key for key in keys if key.startswith(prefix)]
+        matches = self.pattern.matches
+        return [key for key in keys if key.startswith(prefix) and matches(key)]
+
 
 class Scope:
     """The allowed prefixes, and every check that keeps keys inside them."""
@@ -143,7 +151,13 @@ class Scope:
         return ", ".join(_show(p) for p in self.prefixes)
 
     def contains(self, key: bytes) -> bool:
-        return any(key.startswith(p) for p in self.prefixes)
+        # One call over the tuple: a walk asks this of every key it finds.
+        return key.startswith(self.prefixes)
+
+    def within(self, keys: Sequence[bytes]) -> list[bytes]:
+        """The keys that ``contains`` allows, in order (a page at a time)."""
+        prefixes = self.prefixes
+        return [key for key in keys if key.startswith(prefixes)]
 
     def check_key(self, key: bytes) -> bytes:
         """Return ``key`` if it may be touched; raise ``InvalidInput``/``OutOfScope``."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 
 from mita_redis_mcp.errors import InvalidInput
 from mita_redis_mcp.scope import MAX_PATTERN_STARS, escape_glob
@@ -42,6 +43,12 @@ _UTF8 = "utf-8"
 # Field values are text; bytes that are not UTF-8 survive the round trip to text and
 # back as lone surrogates (PEP 383) instead of being lost.
 _ERRORS = "surrogateescape"
+# A field regex that means the same inside a larger regex as on its own: single
+# characters, '.' and character classes, each with at most one greedy quantifier (no
+# group, anchor, alternation, lookaround, escape or flag).
+_SIMPLE_ATOM = r"\[\^?\]?[^\]\[\\]*\]|\.|[^.^$*+?{}\[\]\\|()]"
+_SIMPLE_QUANTIFIER = r"[+*?]|\{\d{1,4}(?:,\d{0,4})?\}"
+_SIMPLE_PART = re.compile(rf"({_SIMPLE_ATOM})(?:{_SIMPLE_QUANTIFIER})?")
 
 
 class _TooManySteps(Exception):
@@ -126,6 +133,60 @@ class KeyTemplate:
             for field, (start, end) in zip(fields, spans, strict=True)
         }
 
+    def matches(self, key: bytes) -> bool:
+        """Whether ``key`` has this layout: ``match(key) is not None``, faster. The split
+        that ends each field at the first occurrence of the literal after it is tried
+        first (a real key's usual split); only when it fails does the full search
+        decide."""
+        literals, fields = self._literals, self._fields
+        head, tail = literals[0], literals[-1]
+        if not fields:
+            return key == head
+        if len(key) > MAX_MATCH_BYTES or not (key.startswith(head) and key.endswith(tail)):
+            return False
+        end = len(key) - len(tail)
+        start = len(head)
+        for field, literal in zip(fields, literals[1:-1], strict=False):
+            at = key.find(literal, start + 1, end)
+            if at < 0:
+                # Other splits start this field no earlier: none can end it either.
+                return False
+            if field.regex is not None and field.regex.fullmatch(key, start, at) is None:
+                return self.match(key) is not None
+            start = at + len(literal)
+        last = fields[-1].regex
+        if start < end and (last is None or last.fullmatch(key, start, end) is not None):
+            return True
+        return self.match(key) is not None
+
+    def exact_regex(self) -> bytes | None:
+        """A regular expression (bytes, compiled with ``re.DOTALL``) whose ``fullmatch``
+        says what ``matches`` says of every key of at most ``MAX_MATCH_BYTES``; None when
+        that cannot be promised.
+
+        It can be when every field but the last has a simple regex (``_SIMPLE_PART``s)
+        that never matches the first byte of the literal after it: each such field ends
+        at that byte, so a key splits one way at most, which ``re`` finds without
+        backtracking across fields and ``matches`` without running out of steps.
+        """
+        parts = [re.escape(self._literals[0])]
+        last = len(self._fields) - 1
+        for index, (field, literal) in enumerate(
+            zip(self._fields, self._literals[1:], strict=True)
+        ):
+            source = field.regex.pattern if field.regex is not None else None
+            if source is None:
+                if index < last:
+                    return None
+                parts.append(b".+")
+            else:
+                charset = _simple_charset(source)
+                if charset is None or (index < last and literal[0] in charset):
+                    return None
+                parts.append(b"(?:" + source + b")")
+            parts.append(re.escape(literal))
+        return b"".join(parts)
+
     def format(self, **values: str) -> bytes:
         """Build the key from every field's value.
 
@@ -199,6 +260,24 @@ class KeyTemplate:
 
     def __hash__(self) -> int:
         return hash((self.pattern, self._regex_source))
+
+
+@cache
+def _simple_charset(source: bytes) -> frozenset[int] | None:
+    """Every byte a simple field regex can match, or None when it is not simple."""
+    if not source.isascii():
+        return None
+    text = source.decode("ascii")
+    if not text or re.fullmatch(f"(?:{_SIMPLE_PART.pattern})+", text) is None:
+        return None
+    found: set[int] = set()
+    for part in _SIMPLE_PART.finditer(text):
+        atom = part[1]
+        if any(pair in atom for pair in ("--", "&&", "||", "~~")):
+            return None  # a class that future versions of re may read as a set operation
+        single = re.compile(atom.encode("ascii"), re.DOTALL)
+        found.update(byte for byte in range(256) if single.fullmatch(bytes((byte,))))
+    return frozenset(found)
 
 
 class _Splitter:
