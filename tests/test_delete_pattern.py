@@ -197,3 +197,29 @@ async def test_delete_pattern_is_refused_when_writes_are_off(
 async def test_nothing_matching_gives_no_token(make: MakeApp) -> None:
     answer = await run(make(), pattern="app:none:*")
     assert (answer["matched"], answer["confirm_token"]) == (0, None)
+
+
+async def test_a_scan_answering_foreign_keys_deletes_only_matching_keys_in_scope(
+    make: MakeApp, real_target: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each key is checked against the pattern and the scope on the delete path itself,
+    not only trusted from SCAN MATCH: a SCAN that also answers keys outside the pattern
+    or the scope (a proxy's bug, a hostile server) gets none of them deleted."""
+    seed(real_target, ["app:t:1", "app:t:2", "app:keep:1", "other:t:1", "app:t"])
+    app = make()
+    real_scan = app.backend.scan
+
+    async def lying_scan(
+        cursor: int, match: bytes, count: int, type_: str | None = None
+    ) -> tuple[int, list[bytes]]:
+        next_cursor, keys = await real_scan(cursor, match, count, type_)
+        return next_cursor, [*keys, b"app:keep:1", b"other:t:1", b"app:t"]
+
+    monkeypatch.setattr(app.backend, "scan", lying_scan)
+    dry = await run(app, pattern="app:t:*")
+    assert sorted(k["key"] for k in dry["sample"]) == ["app:t:1", "app:t:2"]
+    done = await run(app, pattern="app:t:*", confirm_token=dry["confirm_token"])
+    assert done["deleted"] == 2
+    assert real_target.raw.exists("app:t:1", "app:t:2") == 0
+    assert real_target.raw.exists("app:keep:1", "other:t:1", "app:t") == 3
+    assert journaled(tmp_path / "journal.jsonl") == 2

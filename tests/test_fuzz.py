@@ -8,6 +8,12 @@ message without a traceback. Over the whole test: redis-server's MONITOR never s
 marker (no command ever named an out-of-scope key), and the out-of-scope keys are
 byte-for-byte as seeded (DUMP and PTTL), with no key written outside the scope.
 
+The write tools added last get the same checks: delete_pattern through its token flow
+(dry run, then the dry run's own token, replayed, another pattern's, mutated, forged or
+noise: only the own token deletes, exactly what its dry run matched), undo after it,
+and undo over a journal file tampered with (keys out of scope, broken lines, odd TTLs,
+times and DUMPs). A tool exception the server did not turn into a clear error fails.
+
 Each test keeps one MCP session and drives it from hypothesis through a blocking
 portal. The inputs tried per tool are printed at the end of the module (run with -s,
 or read the log line ``fuzz: inputs tried``).
@@ -689,6 +695,228 @@ def test_fuzz_keyspace_diagnostics_and_cache(session: Session) -> None:
 
 def _text(result: CallToolResult) -> str:
     return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+# -- delete_pattern's token flow, and undo -------------------------------------------------
+
+DELETE_PATTERNS = [
+    *["cache:*", "cache:?reeting", "cache:[gh]*", "rate_limit:*", "meta:*", "tag:*", "mita:*"],
+    *["*", "*:*", "?*", "[a-z]*", "LIMITS:*", "penalties:*", "cach*", "rate_limit*", "c*"],
+    # Attempts to reach outside: other prefixes, the marker, escapes, near-prefixes.
+    *["other:*", "*0UT*", "app:*", "\\*", "[", "*\\", "cache:\\*", "Rate_limit:*", " cache:*"],
+    *["[^r]*", "[\\x00-\\xff]*", "rate_limit?*", "mita:blacklist:*0UT", "LIMITS:LIMITER*"],
+]
+# Mostly patterns that match keys in scope, so that tokens are issued.
+delete_patterns = st.one_of(
+    st.sampled_from(DELETE_PATTERNS[:16]),
+    st.sampled_from(DELETE_PATTERNS[:16]),
+    st.sampled_from(DELETE_PATTERNS),
+    pattern_inputs,
+)
+TOKEN_KINDS = ["own", "replayed", "mutated", "other pattern", "forged", "text", "none"]
+forged_tokens = st.builds(
+    lambda expiry, count, mac: f"{expiry}.{count}.{mac}",
+    st.one_of(st.integers(0, 10**12 - 1), st.just(int(NOW) + 300)),
+    st.integers(0, 999_999),
+    st.from_regex(r"\A[0-9a-f]{32}\Z"),
+)
+# Mostly valid, so that the keys come back for the next examples to delete.
+undo_counts = st.one_of(
+    st.just(1), st.integers(1, 3), st.none(), st.sampled_from([0, -1, 100, 101, "ten", 1.5])
+)
+
+
+def _crashed(tool: str, result: CallToolResult) -> bool:
+    """The SDK's answer to an exception the tool did not turn into a clear error."""
+    return result.is_error and _text(result).strip() == f"Error executing tool {tool}"
+
+
+def _mutate(token: str, at: int, char: str) -> str:
+    at %= len(token)
+    if token[at] == char:
+        char = "1" if char != "1" else "2"
+    return token[:at] + char + token[at + 1 :]
+
+
+def test_fuzz_delete_pattern_and_undo(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dry run, then a confirm token that is the dry run's own, replayed, another
+    pattern's, mutated, forged or noise; then undo. Only the own token deletes, exactly
+    what its dry run matched, all in scope; undo puts it back."""
+    monkeypatch.setattr(session.app.journal, "path", tmp_path / "journal.jsonl")
+    raw = session.raw
+
+    @examples(200)
+    @given(
+        pattern=delete_patterns,
+        max_keys=st.one_of(st.none(), st.integers(-1, 4), st.integers(9_999, 10_001)),
+        kind=st.sampled_from(TOKEN_KINDS),
+        other=delete_patterns,
+        undo_count=undo_counts,
+        data=st.data(),
+    )
+    def run(
+        pattern: str,
+        max_keys: int | None,
+        kind: str,
+        other: str,
+        undo_count: object,
+        data: st.DataObject,
+    ) -> None:
+        arguments: dict[str, Any] = {"pattern": pattern}
+        if max_keys is not None:
+            arguments["max_keys"] = max_keys
+        before = raw.dbsize()
+        dry = session.call("delete_pattern", arguments)
+        assert not _crashed("delete_pattern", dry), arguments
+        assert raw.dbsize() == before, "a dry run deleted"
+        if not _ok_count(max_keys):
+            assert dry.is_error
+        token = None if dry.is_error else (dry.structured_content or {})["confirm_token"]
+        confirm: str | None = None
+        if kind in ("own", "replayed"):
+            confirm = token
+        elif kind == "other pattern":
+            foreign = session.call("delete_pattern", {**arguments, "pattern": other})
+            if not foreign.is_error:
+                confirm = (foreign.structured_content or {})["confirm_token"]
+        elif kind == "mutated" and token is not None:
+            at = data.draw(st.integers(0, 200))
+            confirm = _mutate(token, at, data.draw(st.sampled_from("0123456789abcdef.")))
+        elif kind == "forged":
+            confirm = data.draw(forged_tokens)
+        elif kind == "text":
+            confirm = data.draw(st.one_of(hostile_text, st.text(min_size=95, max_size=110)))
+        expect_delete = confirm == token and token is not None
+        if confirm is not None:
+            confirmed = session.call("delete_pattern", {**arguments, "confirm_token": confirm})
+            assert not _crashed("delete_pattern", confirmed), arguments
+            answer = confirmed.structured_content or {}
+            if expect_delete:
+                assert not confirmed.is_error, _text(confirmed)
+                assert answer["deleted"] == answer["matched"] > 0
+                assert raw.dbsize() == before - answer["deleted"]
+            else:
+                assert confirmed.is_error or answer["deleted"] == 0, (arguments, confirm)
+                assert raw.dbsize() == before, "a token that was not the dry run's deleted"
+            if kind == "replayed":
+                replay = session.call("delete_pattern", {**arguments, "confirm_token": confirm})
+                assert replay.is_error or (replay.structured_content or {})["deleted"] == 0
+            session.verify_no_escape()
+
+        undo_arguments = {} if undo_count is None else {"count": undo_count}
+        undone = session.call("undo", undo_arguments)
+        assert not _crashed("undo", undone), undo_arguments
+        valid = undo_count is None or (type(undo_count) is int and 1 <= undo_count <= 100)
+        assert undone.is_error == (not valid), (undo_arguments, _text(undone))
+        if valid:
+            assert (undone.structured_content or {})["refused"] is None, _text(undone)
+        if valid and expect_delete:
+            # count > 1 may also restore deletions an earlier invalid count left.
+            assert raw.dbsize() >= before, "undo did not put the deleted keys back"
+        session.verify_no_escape()
+
+    run()
+    # Whatever is left pending goes back too: every in-scope key as seeded.
+    final = session.call("undo", {"count": 100})
+    assert (final.structured_content or {})["refused"] is None, _text(final)
+    for key in INSIDE:
+        assert raw.exists(key), key
+    session.verify_no_escape()
+
+
+def _journal_line(kind: str, change: str, **fields: object) -> bytes:
+    return json.dumps({"kind": kind, "change": change, **fields}).encode() + b"\n"
+
+
+@st.composite
+def tampered_journals(draw: st.DrawFn, dumps: dict[bytes, bytes]) -> bytes:
+    """A journal file as an editor, a crash or another configuration may leave it:
+    well-formed changes naming keys in and out of scope, with real, random or broken
+    DUMPs, odd TTLs and times, and lines of noise."""
+    lines: list[bytes] = []
+    for _ in range(draw(st.integers(1, 5))):
+        change = draw(st.sampled_from(["a", "b", "c"]))
+        choice = draw(st.integers(0, 5))
+        if choice == 0:
+            lines.append(draw(st.binary(max_size=60)) + b"\n")
+            continue
+        if choice == 1:
+            lines.append(_journal_line(draw(st.sampled_from(["done", "undone"])), change))
+            continue
+        key = draw(
+            st.one_of(
+                st.sampled_from(list(INSIDE)),
+                st.sampled_from(list(OUTSIDE)),
+                st.builds(
+                    lambda p, rest: p + rest,
+                    st.sampled_from([p.encode() for p in PREFIXES]),
+                    tricky_bytes(0, 8),
+                ),
+            )
+        )
+        dump = draw(
+            st.one_of(
+                st.none(),
+                st.sampled_from(list(dumps.values())).map(_b64),
+                st.binary(max_size=40).map(_b64),
+                hostile_text,
+            )
+        )
+        encoded: object = draw(st.one_of(st.just(_b64(key)), hostile_text, st.integers()))
+        lines.append(
+            _journal_line(
+                "before",
+                change,
+                time=draw(
+                    st.one_of(
+                        st.just(NOW),
+                        st.floats(),
+                        st.integers(-(2**70), 2**70),
+                        st.text(max_size=5),
+                    )
+                ),
+                tool=draw(st.sampled_from(["delete", "set", "delete_pattern", "flushall\r\n"])),
+                key=encoded,
+                type=draw(st.sampled_from(["string", "hash", "none", "bogus"])),
+                pttl=draw(st.one_of(st.integers(-2, 10**6), st.integers(), st.floats())),
+                dump=dump,
+            )
+        )
+        if draw(st.booleans()):
+            after = draw(
+                st.one_of(
+                    st.none(),
+                    st.just({_b64(key): "absent"}),
+                    st.dictionaries(hostile_text, hostile_text, max_size=2),
+                    st.integers(),
+                )
+            )
+            lines.append(_journal_line("done", change, after=after))
+    return b"".join(lines)
+
+
+def test_fuzz_undo_over_a_tampered_journal(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """undo reads its journal from disk: whatever the file holds, it never touches an
+    out-of-scope key and answers with a result or a clear error."""
+    path = tmp_path / "journal.jsonl"
+    monkeypatch.setattr(session.app.journal, "path", path)
+    dumps = {key: session.raw.dump(key) for key in INSIDE}
+
+    @examples(100)
+    @given(journal=tampered_journals({k: v for k, v in dumps.items() if v is not None}))
+    def run(journal: bytes) -> None:
+        path.write_bytes(journal)
+        path.chmod(0o600)
+        result = session.call("undo", {"count": 100})
+        assert not _crashed("undo", result), journal
+        session.verify_no_escape()
+
+    run()
+    session.verify_no_escape()
 
 
 # -- profiles ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from mita_redis_mcp.app import App
+from mita_redis_mcp.errors import RedisUnavailable
 from mita_redis_mcp.journal import Journal, default_path
 from tests.conftest import Target, answer_of, app_for, call_tool, error_text
 
@@ -228,6 +229,129 @@ async def test_undo_stops_at_the_first_refusal(make: MakeApp, real_target: Targe
     assert answer["refused"]["key"] == "app:b"
     assert raw.get("app:a") == b"a1"
     assert raw.get("app:b") == b"changed"
+
+
+def write_after_read(
+    monkeypatch: pytest.MonkeyPatch, app: App, read: int, write: Callable[[], object]
+) -> None:
+    """``write`` (another client's write, or a failure) right after undo's ``read``-th
+    read of its keys: 1 is its check, 2 the same check again once the keys are WATCHed."""
+    reads = 0
+    real = app.backend.dump_states
+
+    async def dump_states(keys: Sequence[bytes]) -> list[tuple[str, int, bytes | None]]:
+        nonlocal reads
+        states = await real(keys)
+        reads += 1
+        if reads == read:
+            write()
+        return states
+
+    monkeypatch.setattr(app.backend, "dump_states", dump_states)
+
+
+async def test_undo_race_a_write_between_its_check_and_its_restore_is_never_overwritten(
+    make: MakeApp, real_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write lands after undo's last read, inside its WATCH: EXEC aborts, and undo
+    refuses the change instead of overwriting that write."""
+    raw = real_target.raw
+    raw.set("app:k", "mine")
+    raw.set("app:other", "o0")
+    app = make()
+    await run(app, "delete", keys=["app:k", "app:other"])
+    write_after_read(monkeypatch, app, 2, lambda: raw.set("app:k", "concurrent"))
+
+    answer = await run(app, "undo")
+    assert answer["undone"] == []
+    refused = answer["refused"]
+    assert refused["key"] == "app:k"
+    assert "changed since undo checked it" in refused["reason"]
+    assert "nothing of this change was restored" in refused["reason"]
+    assert raw.get("app:k") == b"concurrent"
+    # One transaction: the other key of the change was not restored either.
+    assert raw.exists("app:other") == 0
+    assert answer["remaining"] == 1
+
+    monkeypatch.undo()
+    again = await run(app, "undo")
+    assert again["refused"]["key"] == "app:k"
+    assert "written again" in again["refused"]["reason"]
+    assert raw.get("app:k") == b"concurrent"
+
+
+async def test_undo_race_a_write_before_the_watch_is_caught_by_the_second_check(
+    make: MakeApp, real_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = real_target.raw
+    raw.set("app:k", "mine")
+    app = make()
+    await run(app, "set", key="app:k", value="by the assistant")
+    write_after_read(monkeypatch, app, 1, lambda: raw.set("app:k", "concurrent"))
+
+    answer = await run(app, "undo")
+    assert answer["undone"] == []
+    assert answer["refused"]["key"] == "app:k"
+    assert "written again" in answer["refused"]["reason"]
+    assert raw.get("app:k") == b"concurrent"
+
+
+async def test_undo_race_a_key_put_back_concurrently_is_left_alone(
+    make: MakeApp, real_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that puts a key back in its prior state before the WATCH: the second
+    check sees nothing left to restore for it, and the change is undone."""
+    raw = real_target.raw
+    raw.set("app:k", "mine")
+    app = make()
+    await run(app, "set", key="app:k", value="by the assistant")
+    write_after_read(monkeypatch, app, 1, lambda: raw.set("app:k", "mine"))
+
+    answer = await run(app, "undo")
+    assert answer["refused"] is None
+    assert [c["tool"] for c in answer["undone"]] == ["set"]
+    assert raw.get("app:k") == b"mine"
+
+
+async def test_undo_race_a_check_failing_under_watch_restores_nothing_and_sends_no_unwatch(
+    make: MakeApp, real_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WATCH ends with an (empty) EXEC, never UNWATCH, which the least-privilege
+    ACL line does not grant."""
+    raw = real_target.raw
+    raw.set("app:k", "mine")
+    app = make()
+    await run(app, "set", key="app:k", value="by the assistant")
+    raw.config_resetstat()
+
+    def fail() -> None:
+        raise RedisUnavailable("cannot reach Redis: connection lost")
+
+    write_after_read(monkeypatch, app, 2, fail)
+    message = error_text(await call_tool(app, "undo", {}))
+    assert "cannot reach Redis" in message
+    assert raw.get("app:k") == b"by the assistant"
+    assert "cmdstat_unwatch" not in raw.info("commandstats")
+
+    monkeypatch.undo()
+    answer = await run(app, "undo")
+    assert [c["tool"] for c in answer["undone"]] == ["set"]
+    assert raw.get("app:k") == b"mine"
+
+
+async def test_undo_refuses_a_journal_naming_a_key_outside_the_scope(
+    make: MakeApp, real_target: Target
+) -> None:
+    """The same journal, used by a server with a narrower scope: undo must not read or
+    restore a key this scope forbids, nor name it."""
+    raw = real_target.raw
+    raw.set("other:k", "before")
+    wide = make(prefixes=("app:", "other:"))
+    await run(wide, "set", key="other:k", value="after")
+    message = error_text(await call_tool(make(), "undo", {}))
+    assert "outside the allowed prefixes" in message
+    assert "other:k" not in message
+    assert raw.get("other:k") == b"after"
 
 
 async def test_a_key_too_big_to_journal_is_not_written(

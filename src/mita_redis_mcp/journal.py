@@ -191,17 +191,16 @@ class Journal:
                 ident = str(entry["change"])
                 kind = entry["kind"]
                 if kind == "before":
-                    change = found.setdefault(
-                        ident, Change(ident, str(entry["tool"]), float(entry["time"]))
-                    )
                     dump = entry["dump"]
-                    change.priors.append(
-                        Prior(
-                            _unb64(entry["key"]),
-                            str(entry["type"]),
-                            int(entry["pttl"]),
-                            None if dump is None else _unb64(dump),
-                        )
+                    prior = Prior(
+                        _unb64(entry["key"]),
+                        str(entry["type"]),
+                        int(entry["pttl"]),
+                        None if dump is None else _unb64(dump),
+                    )
+                    when = _timestamp(entry["time"])
+                    found.setdefault(ident, Change(ident, str(entry["tool"]), when)).priors.append(
+                        prior
                     )
                 elif ident in found:
                     change = found[ident]
@@ -214,7 +213,7 @@ class Journal:
                         )
                     elif kind == "undone":
                         change.undone = True
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
                 # A line torn by a crash mid-write: the rest of the journal still counts.
                 log.warning("skipping an unreadable line of the undo journal")
         return list(found.values())
@@ -323,6 +322,18 @@ def _trim(lines: list[bytes], budget: int, keep: set[str]) -> list[bytes]:
     if dropped:
         log.info("undo journal over its bound: dropped its %d oldest change(s)", len(dropped))
     return [line for line, ident in zip(lines, owner, strict=True) if ident not in dropped]
+
+
+def _timestamp(value: object) -> float:
+    """A change's time, refused (ValueError) when no date can show it."""
+    when = float(value)  # type: ignore[arg-type]
+    if not 0 <= when < _LATEST:
+        raise ValueError("the time of a change is out of range")
+    return when
+
+
+# 9999-12-31: the last second ``datetime`` can show.
+_LATEST = 253_402_300_800
 
 
 def _encode(entry: dict[str, Any]) -> bytes:

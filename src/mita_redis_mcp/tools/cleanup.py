@@ -3,6 +3,7 @@ delete that must be confirmed with the token of its own dry run."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -15,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from mita_redis_mcp import cursor as cursors
 from mita_redis_mcp.app import App
-from mita_redis_mcp.errors import InvalidInput
-from mita_redis_mcp.journal import ABSENT, Change, JournalRefused, fingerprint
+from mita_redis_mcp.errors import InvalidInput, OutOfScope
+from mita_redis_mcp.journal import ABSENT, Change, JournalRefused, Prior, fingerprint
 from mita_redis_mcp.scope import pattern_from_text
 from mita_redis_mcp.tools.base import Answer, ToolSpec
 from mita_redis_mcp.values import KeyRef, key_ref
@@ -95,22 +96,36 @@ async def undo(
 
     Refuses a change (restoring nothing of it, and stopping there) when one of its
     keys has changed since that write (its value or type is neither what the write
-    left nor the prior state): undo never overwrites someone else's later write.
-    Cost: 3 Redis commands per key to check, 1 per key to restore.
+    left nor the prior state): undo never overwrites someone else's later write. The
+    keys are checked again and restored in one transaction (WATCH, MULTI, EXEC; 500
+    keys each), so a write landing in between is refused too, not overwritten. A
+    change naming a key outside the allowed prefixes (a journal kept under another
+    configuration) is an error, and nothing is restored.
+    Cost: 3 Redis commands per key to check, twice; 1 per key to restore; 3 per 500
+    keys for the transaction.
     """
     app.require_writes()
     pending = [c for c in reversed(app.journal.changes()) if not c.undone and not c.void]
     undone: list[UndoneChange] = []
     refused: RefusedChange | None = None
     for change in pending[:count]:
-        plan, problem = await _restore_plan(app, change)
+        # A journal kept under another configuration may name keys this scope forbids.
+        if not all(app.scope.contains(prior.key) for prior in change.priors):
+            raise OutOfScope(
+                f"change {change.id} in the undo journal ({change.tool}) names a key outside "
+                f"the allowed prefixes ({app.scope.describe()}): it was made under another "
+                "configuration. Nothing was restored; undo it with that configuration, or "
+                "move the journal aside (--journal)"
+            )
+    for change in pending[:count]:
+        plan, problem = await _restore_plan(app, change, _earliest_priors(change))
+        if problem is None:
+            plan, problem = await _restore(app, change, plan)
         if problem is not None:
             refused = RefusedChange(
                 **key_ref(problem[0]), change=change.id, tool=change.tool, reason=problem[1]
             )
             break
-        for start in range(0, len(plan), BATCH):
-            await app.backend.restore(plan[start : start + BATCH])
         app.journal.mark_undone(change)
         removed = sum(dump is None for _, _, dump in plan)
         undone.append(
@@ -250,12 +265,21 @@ TOOLS = (
 # -- undo ---------------------------------------------------------------------------
 
 
+Restore = tuple[bytes, int, bytes | None]
+Problem = tuple[bytes, str]
+
+
+def _earliest_priors(change: Change) -> list[Prior]:
+    """Each key's state before ``change`` (its first prior, when a call journaled a
+    key twice)."""
+    return list({prior.key: prior for prior in reversed(change.priors)}.values())
+
+
 async def _restore_plan(
-    app: App, change: Change
-) -> tuple[list[tuple[bytes, int, bytes | None]], tuple[bytes, str] | None]:
-    """What to restore of ``change``, or the first key that changed since and why."""
-    plan: list[tuple[bytes, int, bytes | None]] = []
-    priors = list({prior.key: prior for prior in reversed(change.priors)}.values())
+    app: App, change: Change, priors: list[Prior], restored: int = 0
+) -> tuple[list[Restore], Problem | None]:
+    """What to restore of ``priors``, or the first key that changed since and why."""
+    plan: list[Restore] = []
     for start in range(0, len(priors), BATCH):
         batch = priors[start : start + BATCH]
         states = await app.backend.dump_states([p.key for p in batch])
@@ -264,23 +288,83 @@ async def _restore_plan(
             if now == prior.fingerprint:
                 continue
             if now != change.expected_after(prior.key):
-                return [], (prior.key, _changed_since(change, prior.key, now))
+                return [], (prior.key, _changed_since(change, prior.key, now, restored))
             plan.append((prior.key, prior.pttl, prior.dump))
     return plan, None
 
 
-def _changed_since(change: Change, key: bytes, now: str) -> str:
+async def _restore(
+    app: App, change: Change, plan: list[Restore]
+) -> tuple[list[Restore], Problem | None]:
+    """Put ``plan`` back, ``BATCH`` keys per transaction: each batch is checked again
+    under WATCH and restored by the same MULTI/EXEC, so a write by another client after
+    the check makes it refuse instead of overwriting. Returns what was restored."""
+    priors = {prior.key: prior for prior in _earliest_priors(change)}
+    done: list[Restore] = []
+    # A transaction holds within one hash slot of a Redis Cluster (one group elsewhere).
+    batches = [
+        group[start : start + BATCH]
+        for group in app.backend.slot_groups([key for key, _, _ in plan])
+        for start in range(0, len(group), BATCH)
+    ]
+    for keys in batches:
+        batch = [priors[key] for key in keys]
+        outcome: list[tuple[list[Restore], Problem | None]] = []
+        check = functools.partial(_recheck, app, change, batch, len(done), outcome)
+        if not await app.backend.restore_unless_changed([p.key for p in batch], check):
+            # WATCH saw a write after the check: name the key, if it still differs.
+            _, problem = await _restore_plan(app, change, batch, len(done))
+            key = problem[0] if problem is not None else batch[0].key
+            return done, (key, _raced(change, len(done), found_key=problem is not None))
+        now, problem = outcome[0]
+        if problem is not None:
+            return done, problem
+        done += now
+    return done, None
+
+
+async def _recheck(
+    app: App,
+    change: Change,
+    priors: list[Prior],
+    restored: int,
+    outcome: list[tuple[list[Restore], Problem | None]],
+) -> list[Restore]:
+    """The check run under WATCH: what the transaction restores (nothing when a key
+    changed since); the plan and problem go into ``outcome``."""
+    plan, problem = await _restore_plan(app, change, priors, restored)
+    outcome.append((plan, problem))
+    return plan
+
+
+def _nothing_restored(restored: int) -> str:
+    if restored:
+        return f"the rest of this change was not restored ({restored} of its keys were)"
+    return "nothing of this change was restored"
+
+
+def _changed_since(change: Change, key: bytes, now: str, restored: int = 0) -> str:
     if change.expected_after(key) is None:
         return (
             f"the {change.tool} call did not finish, and the key is no longer in its "
-            "prior state: what it holds may be someone else's write, so nothing of this "
-            "change was restored"
+            "prior state: what it holds may be someone else's write, so "
+            f"{_nothing_restored(restored)}"
         )
     state = "deleted" if now == ABSENT else "written again"
     return (
         f"the key was {state} after this {change.tool}: restoring it would overwrite "
-        "that later change, so nothing of this change was restored (read the key, and "
-        "fix it by hand if needed)"
+        f"that later change, so {_nothing_restored(restored)} (read the key, and fix it "
+        "by hand if needed)"
+    )
+
+
+def _raced(change: Change, restored: int, *, found_key: bool) -> str:
+    who = "the key" if found_key else "a key of this change (or the connection dropped)"
+    return (
+        f"{who} changed since undo checked it: another client wrote it between the check "
+        f"and the RESTORE of this {change.tool}, which WATCH caught. Restoring would "
+        f"overwrite that write, so {_nothing_restored(restored)}; read the key, then run "
+        "undo again if it still applies"
     )
 
 
@@ -303,7 +387,10 @@ async def _walk(app: App, raw_pattern: bytes, limit: int) -> tuple[list[bytes], 
         budget=max(DELETE_SCAN_BUDGET, app.limits.scan_budget),
         page_size=page_size or cursors.MAX_PAGE_COUNT,
         identity=lambda k: k,
-        accept=lambda plan, k: plans[plan].accepts(k) and app.scope.contains(k),
+        # Each key is matched here again, not trusted from SCAN MATCH: these get deleted.
+        accept=lambda plan, k: (
+            plans[plan].accepts(k) and plans[plan].pattern.matches(k) and app.scope.contains(k)
+        ),
     )
     return list(dict.fromkeys(walk.items)), walk.complete, walk.scanned
 
