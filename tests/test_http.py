@@ -9,11 +9,15 @@ more sessions than allowed.
 
 from __future__ import annotations
 
+import gc
 import os
+import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +26,23 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from pydantic import SecretStr
 
+from mita_redis_mcp.app import App
 from mita_redis_mcp.config import Settings
 from mita_redis_mcp.errors import ConfigError
-from mita_redis_mcp.http import MAX_BODY_BYTES, MAX_SESSIONS
+from mita_redis_mcp.http import (
+    MAX_BODY_BYTES,
+    MAX_SESSIONS,
+    HttpProtocol,
+    build_http_app,
+    uvicorn_config,
+)
+from mita_redis_mcp.server import build_server
 from tests.conftest import READ_TOOLS
 from tests.servers import ServerProcess, free_port
 
@@ -300,6 +314,57 @@ async def test_sessions_beyond_the_limit_get_503(seeded: ServerProcess, tmp_path
     assert refused.status_code == 503
     assert closed.status_code == 200
     assert again.status_code == 200
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    # uvicorn's server has flags and sets, no event to wait on.
+    while not condition():  # noqa: ASYNC110
+        await anyio.sleep(0.01)
+
+
+def post_and_reset(port: int) -> bytes:
+    """A POST without the token; once its whole answer is read, the connection is
+    closed with a reset (SO_LINGER 0), as a client does that closes with bytes unread."""
+    request = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while True:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            if length is not None and len(body) >= int(length.group(1)):
+                break
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return answer
+
+
+async def test_connections_reset_by_the_client_are_let_go(seeded: ServerProcess) -> None:
+    """uvicorn stops a connection's keep-alive timer only on a clean close: after a reset
+    the timer kept the closed connection, its request and its scope for 5 s (the SDK's
+    client resets many of its connections: 15 MB over a soak). None may keep one."""
+    settings = Settings(
+        redis_url=SecretStr(seeded.url),
+        prefixes=("app:",),
+        http_port=free_port(),
+        http_token=SecretStr(TOKEN),
+    )
+    app = build_http_app(build_server(App.from_settings(settings)), settings)
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(server.serve)
+        with anyio.fail_after(30):
+            await until(lambda: server.started)
+            for _ in range(20):
+                answer = await anyio.to_thread.run_sync(post_and_reset, settings.http_port)
+                assert answer.startswith(b"HTTP/1.1 401"), answer
+            await until(lambda: not server.server_state.connections)
+        gc.collect()
+        closed = [o for o in gc.get_objects() if isinstance(o, HttpProtocol)]
+        server.should_exit = True
+    assert all(protocol.timeout_keep_alive_task is None for protocol in closed)
 
 
 def test_the_token_is_never_shown() -> None:
