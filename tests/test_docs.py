@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from docs import generate
+from mita_redis_mcp.config import OPTIONS
 from mita_redis_mcp.server import TOOL_SPECS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,3 +71,21 @@ def test_normalise_makes_clock_readings_stable() -> None:
         "summary": "blacklisted (until <time>).",
         "entries": [{"until": "<time>", "ttl_seconds": None}],
     }
+
+
+def test_readme_configuration_table_names_every_option_with_its_range() -> None:
+    text = README.read_text(encoding="utf-8")
+    rows = {
+        row.split("|")[1].strip(" `"): row
+        for row in text.splitlines()
+        if row.startswith(("| `REDIS_URL`", "| `MITA_REDIS_MCP_"))
+    }
+    for option in OPTIONS:
+        assert option.env in rows, f"README's Configuration table misses {option.env}"
+        if option.low is not None and option.high is not None:
+            bounds = f"({_number(option.low)} to {_number(option.high)})"
+            assert bounds in rows[option.env], f"{option.env}: README should say {bounds}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
