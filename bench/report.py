@@ -18,119 +18,138 @@ def table(r: dict[str, Any]) -> str:
         f"keyspace: {r['seed']['keys']:,} keys seeded in {r['seed']['seconds']} s "
         f"(Redis used_memory {r['seed']['used_memory_mb']} MB)",
     ]
-    lat = r["latency"]
-    calls = next(iter(lat["series"].values()))["calls"]
-    lines += ["", f"Per-call latency, {calls} sequential calls each (stdio, same Redis)"]
-    lines.append(f"{'':66} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'x GET':>6}")
-    for label in lat["order"]:
-        s = lat["series"][label]
+    if "latency" in r:
+        lat = r["latency"]
+        calls = next(iter(lat["series"].values()))["calls"]
+        lines += ["", f"Per-call latency, {calls} sequential calls each (stdio, same Redis)"]
+        lines.append(f"{'':66} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'x GET':>6}")
+        for label in lat["order"]:
+            s = lat["series"][label]
+            lines.append(
+                f"{label:66} {s['p50_ms']:8.3f} {s['p99_ms']:8.3f} {s['calls_per_s']:9.0f} "
+                f"{s['x_redis_py_get']:6.1f}"
+            )
+        for label, message in lat.get("skipped", {}).items():
+            lines.append(f"{label}: skipped ({message})")
+        sizes = lat["answer_bytes"]
         lines.append(
-            f"{label:66} {s['p50_ms']:8.3f} {s['p99_ms']:8.3f} {s['calls_per_s']:9.0f} "
-            f"{s['x_redis_py_get']:6.1f}"
+            "answer sizes (JSON bytes): "
+            + ", ".join(f"{name} {size:,}" for name, size in sizes.items())
         )
-    for label, message in lat.get("skipped", {}).items():
-        lines.append(f"{label}: skipped ({message})")
-    sizes = lat["answer_bytes"]
-    lines.append(
-        "answer sizes (JSON bytes): "
-        + ", ".join(f"{name} {size:,}" for name, size in sizes.items())
-    )
-
-    walk = r["walk"]
-    lines += [
-        "",
-        f"Namespace walk over {walk['dbsize']:,} keys: `keys` following next_cursor "
-        f"(scan budget {walk['budget']:,}, max items {walk['max_items']:,} per call) "
-        "vs a raw redis-py SCAN COUNT 1000",
-        f"{'':44} {'seconds':>8} {'calls':>6} {'keys out':>9} {'examined/s':>11} "
-        f"{'vs raw':>7} {'longest Redis cmd':>18}",
-    ]
-    for name in ("dense", "sparse"):
-        w = walk[name]
-        ours, raw = w["mita_redis_mcp"], w["raw_scan"]
+    if "walk" in r:
+        walk = r["walk"]
+        lines += [
+            "",
+            f"Namespace walk over {walk['dbsize']:,} keys: keyspace_summary of the pattern "
+            "(counting and summarising; budget 200,000 per call) and `keys` (returning "
+            f"every key; scan budget {walk['budget']:,}, max items {walk['max_items']:,} "
+            "per call), each following next_cursor, vs a raw redis-py SCAN COUNT 1000",
+            f"{'':50} {'seconds':>8} {'calls':>6} {'keys':>9} {'examined/s':>11} "
+            f"{'vs raw':>7} {'longest Redis cmd':>18}",
+        ]
+        for name in ("dense", "sparse"):
+            w = walk[name]
+            summary, ours, raw = w["keyspace_summary"], w["mita_redis_mcp"], w["raw_scan"]
+            lines.append(
+                f"{name + ' ' + w['pattern'] + ', keyspace_summary':50} "
+                f"{summary['seconds']:8.2f} {summary['calls']:6} "
+                f"{summary['keys_counted']:9,} {summary['examined_per_s']:11,} "
+                f"{w['summary_examined_per_s_vs_raw']:6.0%} "
+                f"{_us(summary['longest_redis_command_us']):>18}"
+            )
+            lines.append(
+                f"{name + ' ' + w['pattern'] + ', keys':50} {ours['seconds']:8.2f} "
+                f"{ours['calls']:6} "
+                f"{ours['keys_returned']:9,} {ours['examined_per_s']:11,} "
+                f"{w['examined_per_s_vs_raw']:6.0%} {_us(ours['longest_redis_command_us']):>18}"
+            )
+            lines.append(
+                f"{name + ' ' + w['pattern'] + ', raw SCAN':50} {raw['seconds']:8.2f} "
+                f"{raw['calls']:6} {raw['keys_matched']:9,} {raw['examined_per_s']:11,} "
+                f"{'':>7} {_us(raw['longest_redis_command_us']):>18}"
+            )
+            lines.append(
+                f"{'':4}keyspace_summary: {summary['redis_commands']:,} Redis commands "
+                f"({summary['keys_sampled']:,} keys sampled), slowest call "
+                f"{summary['slowest_call_ms']} ms; Redis command p99.9 "
+                f"{_us(summary['redis_command_p999_us'])}; longest: "
+                + "; ".join(
+                    f"{_us(us)} {cmd[:48]}" for us, cmd in summary["longest_redis_commands"][:3]
+                )
+            )
+            lines.append(
+                f"{'':4}keys: {ours['redis_commands']:,} Redis commands, "
+                f"{ours['answer_bytes'] / 2**20:.1f} MB of answers, slowest call "
+                f"{ours['slowest_call_ms']} ms; Redis command p99.9 "
+                f"{_us(ours['redis_command_p999_us'])}"
+            )
+            lines.append(
+                f"{'':4}raw SCAN: {raw['calls']:,} commands; Redis command p99.9 "
+                f"{_us(raw.get('redis_command_p999_us', 0))}; longest: "
+                + "; ".join(
+                    f"{_us(us)} {cmd[:48]}" for us, cmd in raw["longest_redis_commands"][:3]
+                )
+            )
+        every = walk.get("keyspace_summary")
+        if every:
+            done = "complete" if every["complete"] else "stopped at the time cap"
+            lines.append(
+                f"keyspace_summary of every prefix ('*', budget 200,000 per call): "
+                f"{every['calls']} calls in {every['seconds']} s ({done}), "
+                f"{every['scanned_hint_sum']:,} keys examined = {every['examined_per_s']:,}/s "
+                f"({every['vs_raw_dense']:.0%} of the dense raw SCAN's rate, "
+                f"{every['vs_raw_sparse']:.0%} of the sparse one's), "
+                f"{every['keys_counted']:,} keys counted, {every['keys_sampled']:,} sampled; "
+                f"longest Redis command {_us(every['longest_redis_command_us'])} "
+                f"({every['longest_redis_command']})"
+            )
+        lines.append(f"walk server after the walks: {_proc(walk['server_after'])}")
+    if "big_values" in r:
+        lines += [
+            "",
+            "Big values: `get`, fresh server process per row (3 calls)",
+            f"{'':42} {'first ms':>9} {'median ms':>10} {'answer B':>11} {'peak RSS':>9} "
+            f"{'longest cmd':>12}",
+        ]
+        for b in r["big_values"]:
+            label = f"{b['value']} ({b['config']})"
+            lines.append(
+                f"{label:42} {b['first_ms']:9.1f} {b['median_ms']:10.1f} {b['answer_bytes']:11,} "
+                f"{b['peak_rss_mb']:7.1f}MB {_us(b['longest_redis_command_us']):>12}"
+            )
+    if "cold_start" in r:
+        cold = r["cold_start"]
+        lines += ["", "Cold start: spawn to tools/list answered (initialize included)"]
+        lines.append(f"{'':42} {'median ms':>10} {'min':>8} {'max':>8} {'runs':>5}")
+        rows: list[tuple[str, dict[str, Any]]] = [
+            (k, v) for k, v in cold.items() if k not in ("uvx", "imports")
+        ]
+        rows += [(k, v) for k, v in cold["uvx"].items() if isinstance(v, dict)]
+        for label, c in rows:
+            lines.append(
+                f"{label:42} {c['median_ms']:10.1f} {c['min_ms']:8.1f} {c['max_ms']:8.1f} "
+                f"{c['runs']:5}"
+            )
+        for label, message in cold["uvx"].items():
+            if "skipped" in label:
+                lines.append(f"uvx: {message}")
+        imports = cold["imports"]
         lines.append(
-            f"{name + ' ' + w['pattern'] + ', mcp':44} {ours['seconds']:8.2f} {ours['calls']:6} "
-            f"{ours['keys_returned']:9,} {ours['examined_per_s']:11,} "
-            f"{w['examined_per_s_vs_raw']:6.0%} {_us(ours['longest_redis_command_us']):>18}"
+            f"imports of cli+app+server: {imports['total_ms']} ms; top: "
+            + ", ".join(f"{i['module']} {i['cumulative_ms']}" for i in imports["top"][:8])
         )
-        lines.append(
-            f"{name + ' ' + w['pattern'] + ', raw SCAN':44} {raw['seconds']:8.2f} "
-            f"{raw['calls']:6} {raw['keys_matched']:9,} {raw['examined_per_s']:11,} "
-            f"{'':>7} {_us(raw['longest_redis_command_us']):>18}"
-        )
-        lines.append(
-            f"{'':4}mcp: {ours['redis_commands']:,} Redis commands, "
-            f"{ours['answer_bytes'] / 2**20:.1f} MB of answers, slowest call "
-            f"{ours['slowest_call_ms']} ms; Redis command p99.9 "
-            f"{_us(ours['redis_command_p999_us'])}"
-        )
-        lines.append(
-            f"{'':4}raw SCAN: {raw['calls']:,} commands; Redis command p99.9 "
-            f"{_us(raw.get('redis_command_p999_us', 0))}"
-        )
-        lines.append(
-            f"{'':4}mcp's longest commands: "
-            + "; ".join(f"{_us(us)} {cmd[:48]}" for us, cmd in ours["longest_redis_commands"][:3])
-        )
-    summary = walk.get("keyspace_summary")
-    if summary:
-        done = "complete" if summary["complete"] else "stopped at the time cap"
-        lines.append(
-            f"keyspace_summary walk (budget 200,000 per call, every allowed prefix): "
-            f"{summary['calls']} calls in {summary['seconds']} s ({done}), "
-            f"{summary['scanned_hint_sum']:,} keys examined = {summary['examined_per_s']:,}/s "
-            f"({summary['vs_raw_dense']:.0%} of the dense raw SCAN's rate, "
-            f"{summary['vs_raw_sparse']:.0%} of the sparse one's), "
-            f"{summary['keys_classified']:,} keys classified; longest Redis command "
-            f"{_us(summary['longest_redis_command_us'])} ({summary['longest_redis_command']})"
-        )
-    lines.append(f"walk server after the walks: {_proc(walk['server_after'])}")
-
-    lines += [
-        "",
-        "Big values: `get`, fresh server process per row (3 calls)",
-        f"{'':42} {'first ms':>9} {'median ms':>10} {'answer B':>11} {'peak RSS':>9} "
-        f"{'longest cmd':>12}",
-    ]
-    for b in r["big_values"]:
-        label = f"{b['value']} ({b['config']})"
-        lines.append(
-            f"{label:42} {b['first_ms']:9.1f} {b['median_ms']:10.1f} {b['answer_bytes']:11,} "
-            f"{b['peak_rss_mb']:7.1f}MB {_us(b['longest_redis_command_us']):>12}"
-        )
-
-    cold = r["cold_start"]
-    lines += ["", "Cold start: spawn to tools/list answered (initialize included)"]
-    lines.append(f"{'':42} {'median ms':>10} {'min':>8} {'max':>8} {'runs':>5}")
-    rows: list[tuple[str, dict[str, Any]]] = [
-        (k, v) for k, v in cold.items() if k not in ("uvx", "imports")
-    ]
-    rows += [(k, v) for k, v in cold["uvx"].items() if isinstance(v, dict)]
-    for label, c in rows:
-        lines.append(
-            f"{label:42} {c['median_ms']:10.1f} {c['min_ms']:8.1f} {c['max_ms']:8.1f} {c['runs']:5}"
-        )
-    for label, message in cold["uvx"].items():
-        if "skipped" in label:
-            lines.append(f"uvx: {message}")
-    imports = cold["imports"]
-    lines.append(
-        f"imports of cli+app+server: {imports['total_ms']} ms; top: "
-        + ", ".join(f"{i['module']} {i['cumulative_ms']}" for i in imports["top"][:8])
-    )
-
-    soak = r["soak"]
-    lines += [
-        "",
-        f"Server process over {soak['calls']:,} get calls ({soak['calls_per_s']:,.0f} calls/s)",
-        f"  session start:          {_proc(soak['at_session_start'])}",
-        f"  after latency series:   {_proc(soak['after_latency_series'])}",
-        f"  soak start:             {_proc(soak['soak_start'])}",
-        f"  soak end:               {_proc(soak['soak_end'])}",
-        f"  growth over the soak:   {soak['rss_growth_mb']:+.1f} MB RSS, "
-        f"{soak['fd_growth']:+d} fds",
-    ]
-
+    if "soak" in r:
+        soak = r["soak"]
+        lines += [
+            "",
+            f"Server process over {soak['calls']:,} get calls ({soak['calls_per_s']:,.0f} calls/s)",
+            f"  session start:          {_proc(soak['at_session_start'])}",
+            f"  after latency series:   {_proc(soak['after_latency_series'])}",
+            f"  soak start:             {_proc(soak['soak_start'])}",
+            f"  soak end:               {_proc(soak['soak_end'])}",
+            f"  growth over the soak:   {soak['rss_growth_mb']:+.1f} MB RSS, "
+            f"{soak['fd_growth']:+d} fds",
+        ]
     profile = r.get("profile", {})
     if "skipped" in profile:
         lines += ["", f"Profile: skipped ({profile['skipped']})"]
@@ -166,8 +185,7 @@ def table(r: dict[str, Any]) -> str:
                 for e in cp["tottime"][:20]
             ]
             lines.append(
-                "  (calls of an async def count each resumption: run_sync's 12 per get are "
-                "3 thread hops, stdin readline + stdout write + flush, entered 4 times each)"
+                "  (calls of an async def count each resumption after an await, not each call)"
             )
             lines.append(
                 "  calls per get: "

@@ -44,11 +44,15 @@ from processes import Reaper, RedisServer, start_redis
 from sessions import Server, answer_bytes, spawn, structured
 from slowlog import longest_command
 
+from mita_redis_mcp.config import MAX_VALUE_WINDOW
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OURS = ["-m", "mita_redis_mcp"]
 NOTHING = [str(BENCH / "nothing_server.py")]
 SCAN_CLIENT_NAME = "bench-raw-scan"
+# The phases of a run, in order (`--only` picks some; latency includes soak and profile).
+PHASES = ("cold_start", "latency", "walk", "big_values")
 # The domain tools, timed without client validation, each for --calls calls or
 # --domain-seconds, whichever ends first. cache_hit_rate is left out: it samples INFO
 # over a window of at least a second by design.
@@ -88,6 +92,7 @@ class Options:
     domain_seconds: float
     summary_seconds: float
     profile: bool
+    only: tuple[str, ...]
     uvx: bool
     out: Path
     name: str
@@ -119,6 +124,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="time cap of the keyspace_summary walk (300; quick 60)",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated phases to run ({','.join(PHASES)}); the others are left "
+        "out of the table and the results go to <name>-only.json",
+    )
     parser.add_argument("--no-uvx", action="store_true", help="skip the uvx cold start")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "docs" / "bench", help="where results go"
@@ -144,9 +154,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         domain_seconds=args.domain_seconds or (5.0 if quick else 20.0),
         summary_seconds=args.summary_seconds or (60.0 if quick else 300.0),
         profile=not args.no_profile,
+        only=tuple(args.only.split(",")) if args.only else PHASES,
         uvx=not args.no_uvx,
         out=args.out,
-        name="results-quick" if quick else "results",
+        name=("results-quick" if quick else "results") + ("-only" if args.only else ""),
     )
 
 
@@ -175,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         f"\nresults: {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path}"
     )
     chart = opts.out / ("latency-quick.png" if opts.quick else "latency.png")
-    message = report.chart(results, chart)
+    message = (
+        report.chart(results, chart) if opts.only == PHASES else "chart skipped: not a full run"
+    )
     print(message)
     return 0
 
@@ -209,10 +222,15 @@ async def _bench(
     say(f"seeded {seeded.keys:,} keys in {seeded.seconds} s ({seeded.used_memory_mb} MB)")
     env = {"REDIS_URL": server.url}
     ctx = Context(opts, server, reaper, work, errlog, env)
-    results["cold_start"] = await ctx.cold_start()
-    results["latency"] = await ctx.latency(results)
-    results["walk"] = await ctx.walks()
-    results["big_values"] = await ctx.big_values()
+    phases = {
+        "cold_start": ctx.cold_start,
+        "latency": lambda: ctx.latency(results),
+        "walk": ctx.walks,
+        "big_values": ctx.big_values,
+    }
+    for phase, run in phases.items():
+        if phase in opts.only:
+            results[phase] = await run()
     say("done")
     results["timeline"] = TIMELINE
     return results
@@ -260,15 +278,24 @@ class Context:
             key = keyspace.GET_KEY
             series.append(await timed("redis-py GET", lambda: client.get(key), n, warmup=warm))
 
+            get_commands = (
+                ("TYPE", key),
+                ("PTTL", key),
+                ("OBJECT", "ENCODING", key),
+                ("STRLEN", key),
+                ("GETRANGE", key, 0, 16383),
+            )
+
             async def same_round_trips() -> None:
                 pipe = client.pipeline(transaction=False)
-                pipe.type(key).pttl(key).execute_command("OBJECT", "ENCODING", key)
+                for command in get_commands:
+                    pipe.execute_command(*command)
                 await pipe.execute()
-                await client.strlen(key)
-                await client.getrange(key, 0, 16383)
 
             series.append(
-                await timed("redis-py, get's 3 round trips", same_round_trips, n, warmup=warm)
+                await timed(
+                    "redis-py, get's round trip (5 pipelined)", same_round_trips, n, warmup=warm
+                )
             )
 
         async with self.nothing() as nothing:
@@ -468,19 +495,27 @@ class Context:
         ):
             await scanner.ping()
             for name, pattern in (("dense", keyspace.WALK_DENSE), ("sparse", keyspace.WALK_SPARSE)):
-                say(f"walk ({name}): keys {pattern!r} following next_cursor over {dbsize:,} keys")
-                ours_walk = await self._mcp_walk(ours, pattern, dbsize, max_len)
+                say(f"walk ({name}): keyspace_summary {pattern!r} following next_cursor")
+                summary = await self._summary_walk(ours, dbsize, pattern, max_len=max_len)
                 say(f"walk ({name}): raw redis-py SCAN MATCH {pattern!r} COUNT 1000")
                 raw_walk = await self._raw_walk(scanner, pattern, dbsize, max_len)
-                ratio = ours_walk["examined_per_s"] / raw_walk["examined_per_s"]
+                say(f"walk ({name}): keys {pattern!r} following next_cursor over {dbsize:,} keys")
+                ours_walk = await self._mcp_walk(ours, pattern, dbsize, max_len)
+                raw_rate = raw_walk["examined_per_s"]
                 out[name] = {
                     "pattern": pattern,
+                    "keyspace_summary": summary,
+                    "summary_examined_per_s_vs_raw": round(summary["examined_per_s"] / raw_rate, 3),
                     "mita_redis_mcp": ours_walk,
                     "raw_scan": raw_walk,
-                    "examined_per_s_vs_raw": round(ratio, 3),
+                    "examined_per_s_vs_raw": round(ours_walk["examined_per_s"] / raw_rate, 3),
                 }
-            say("walk: keyspace_summary following next_cursor (budget 200,000 per call)")
-            out["keyspace_summary"] = await self._summary_walk(ours, dbsize, out)
+            say("walk: keyspace_summary of every prefix following next_cursor")
+            every = await self._summary_walk(ours, dbsize, "*", max_len=1_000_000, threshold_us=100)
+            for name in ("dense", "sparse"):
+                raw_rate = out[name]["raw_scan"]["examined_per_s"]
+                every[f"vs_raw_{name}"] = round(every["examined_per_s"] / raw_rate, 3)
+            out["keyspace_summary"] = every
             out["server_after"] = ours.stats().as_dict()
         return out
 
@@ -534,49 +569,65 @@ class Context:
         }
 
     async def _summary_walk(
-        self, ours: Server, dbsize: int, walks: dict[str, Any]
+        self,
+        ours: Server,
+        dbsize: int,
+        pattern: str,
+        *,
+        max_len: int,
+        threshold_us: int = 0,
     ) -> dict[str, Any]:
-        """keyspace_summary to the end (or to --summary-seconds): it SCANs the whole
-        table once per allowed prefix, so examined keys are the sum of its `scanned`.
-        SLOWLOG logs commands of 100 us or more here: this walk sends millions."""
-        calls = scanned = classified = spent = 0
+        """keyspace_summary of ``pattern`` to the end (or to --summary-seconds), budget
+        200,000 per call. A pattern inside one prefix is one SCAN walk of the table,
+        like the raw walk (keys examined: DBSIZE); '*' walks the table once per allowed
+        prefix (keys examined: the sum of `scanned`). For '*', which sends millions of
+        commands, SLOWLOG logs only those of ``threshold_us`` or more."""
+        calls = scanned = counted = sampled = spent = 0
+        slowest_call = 0.0
         complete = False
         cursor: str | None = None
         bound = 100 * max(1, dbsize // 10_000) + 100
         with (
             self.redis.client() as client,
-            longest_command(client, server_connections, 1_000_000, threshold_us=100) as longest,
+            longest_command(client, server_connections, max_len, threshold_us) as longest,
         ):
             started = time.perf_counter()
             while calls < bound and time.perf_counter() - started < self.opts.summary_seconds:
-                args: dict[str, Any] = {"budget": 200_000}
+                args: dict[str, Any] = {"pattern": pattern, "budget": 200_000}
                 if cursor is not None:
                     args["cursor"] = cursor
+                before = time.perf_counter()
                 answer = structured(await ours.raw("keyspace_summary", args))
+                slowest_call = max(slowest_call, time.perf_counter() - before)
                 calls += 1
                 scanned += int(answer["scanned"])
-                classified += int(answer["keys_examined"])
+                counted += int(answer["keys_examined"])
+                sampled += int(answer["keys_sampled"])
                 spent += int(answer.get("commands", 0))
                 if answer["complete"]:
                     complete = True
                     break
                 cursor = answer["next_cursor"]
             seconds = time.perf_counter() - started
-        rate = scanned / seconds
+        examined = scanned if pattern == "*" else dbsize
         return {
+            "pattern": pattern,
             "seconds": round(seconds, 2),
             "calls": calls,
             "complete": complete,
             "scanned_hint_sum": scanned,
-            "keys_classified": classified,
+            "keys_examined": examined,
+            "keys_counted": counted,
+            "keys_sampled": sampled,
             "redis_commands": spent,
-            "examined_per_s": round(rate),
-            "vs_raw_dense": round(rate / walks["dense"]["raw_scan"]["examined_per_s"], 3),
-            "vs_raw_sparse": round(rate / walks["sparse"]["raw_scan"]["examined_per_s"], 3),
+            "slowest_call_ms": round(slowest_call * 1000, 1),
+            "examined_per_s": round(examined / seconds),
             "longest_redis_command_us": longest["max_us"],
             "longest_redis_command": longest["command"],
             "longest_redis_commands": longest["top_us"],
-            "slowlog_threshold_us": 100,
+            "redis_command_p999_us": longest["p999_us"],
+            "slowlog_threshold_us": threshold_us,
+            "commands_by_name": longest["commands"],
         }
 
     async def _raw_walk(
@@ -615,7 +666,7 @@ class Context:
 
     async def big_values(self) -> list[dict[str, Any]]:
         largest = {
-            "MITA_REDIS_MCP_MAX_VALUE_BYTES": str(16 * 2**20),
+            "MITA_REDIS_MCP_MAX_VALUE_BYTES": str(MAX_VALUE_WINDOW),
             "MITA_REDIS_MCP_MAX_ITEMS": "10000",
         }
         cases: list[tuple[str, dict[str, str], str, dict[str, Any]]] = [
