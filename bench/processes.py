@@ -10,10 +10,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import redis
 
@@ -182,3 +185,25 @@ def start_redis(reaper: Reaper, binary: str = "redis-server") -> RedisServer:
                 server.stop()
                 raise RuntimeError(f"redis-server did not start on port {port}") from None
             time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def bench_redis(name: str) -> Iterator[tuple[RedisServer, Reaper, Path, TextIO]]:
+    """A redis-server on a free port, the reaper of every process the run starts, a
+    work directory and the log the servers' stderr goes to: all stopped and removed at
+    the end, also on errors."""
+    reaper = Reaper()
+    work = Path(tempfile.mkdtemp(prefix=f"mita-redis-mcp-bench-{name}-"))
+    errlog = (work / "servers-stderr.log").open("w")
+    server: RedisServer | None = None
+    try:
+        server = start_redis(reaper)
+        yield server, reaper, work, errlog
+    finally:
+        errlog.close()
+        if server is not None:
+            server.stop()
+        stopped = reaper.stop_all()
+        if stopped:
+            print(f"stopped leftover processes: {stopped}", file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)

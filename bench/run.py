@@ -24,7 +24,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
@@ -40,7 +39,7 @@ import redis.asyncio as aioredis
 import report
 from mcp.shared.exceptions import MCPError
 from measure import Series, median_ms, timed
-from processes import Reaper, RedisServer, start_redis
+from processes import Reaper, RedisServer, bench_redis
 from sessions import Server, answer_bytes, spawn, structured
 from slowlog import longest_command
 
@@ -163,21 +162,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    reaper = Reaper()
-    work = Path(tempfile.mkdtemp(prefix="mita-redis-mcp-bench-run-"))
-    errlog = (work / "servers-stderr.log").open("w")
-    server: RedisServer | None = None
-    try:
-        server = start_redis(reaper)
+    with bench_redis("run") as (server, reaper, work, errlog):
         results = anyio.run(_bench, opts, server, reaper, work, errlog)
-    finally:
-        errlog.close()
-        if server is not None:
-            server.stop()
-        stopped = reaper.stop_all()
-        if stopped:
-            print(f"stopped leftover processes: {stopped}", file=sys.stderr)
-        shutil.rmtree(work, ignore_errors=True)
     opts.out.mkdir(parents=True, exist_ok=True)
     json_path = opts.out / f"{opts.name}.json"
     json_path.write_text(json.dumps(results, indent=2) + "\n")

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -30,7 +28,7 @@ import anyio
 import keyspace
 import run
 from measure import Series
-from processes import Reaper, RedisServer, start_redis
+from processes import Reaper, RedisServer, bench_redis
 from sessions import Server, serve_http, spawn, structured
 
 SAMPLES = 20
@@ -78,21 +76,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    reaper = Reaper()
-    work = Path(tempfile.mkdtemp(prefix="mita-redis-mcp-bench-soak-"))
-    errlog = (work / "servers-stderr.log").open("w")
-    server: RedisServer | None = None
-    try:
-        server = start_redis(reaper)
+    with bench_redis("soak") as (server, reaper, _work, errlog):
         results = anyio.run(_soak_both, opts, server, reaper, errlog)
-    finally:
-        errlog.close()
-        if server is not None:
-            server.stop()
-        stopped = reaper.stop_all()
-        if stopped:
-            print(f"stopped leftover processes: {stopped}", file=sys.stderr)
-        shutil.rmtree(work, ignore_errors=True)
     opts.out.mkdir(parents=True, exist_ok=True)
     json_path = opts.out / f"{opts.name}.json"
     json_path.write_text(json.dumps(results, indent=2) + "\n")

@@ -27,6 +27,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
+from typing import Self
 
 import anyio
 from mcp.shared._stream_protocols import ReadStream, WriteStream
@@ -136,7 +137,27 @@ class _LineProtocol(asyncio.Protocol):
                 self._waiter = None
 
 
-class _MessageReader:
+class _Closable:
+    """A stream half that ``aclose`` (or leaving ``async with``) closes."""
+
+    _closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _MessageReader(_Closable):
     """The read half: each line of stdin parsed into a ``SessionMessage``."""
 
     def __init__(self, protocol: _LineProtocol) -> None:
@@ -169,20 +190,6 @@ class _MessageReader:
             return await self.receive()
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        self._closed = True
-
-    async def __aenter__(self) -> _MessageReader:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class _FlowProtocol(asyncio.Protocol):
@@ -219,7 +226,7 @@ class _FlowProtocol(asyncio.Protocol):
         await waiter
 
 
-class _MessageWriter:
+class _MessageWriter(_Closable):
     """The write half: each ``SessionMessage`` written to stdout as one line. One line
     is written at a time (a lock), so concurrent answers never interleave."""
 
@@ -253,20 +260,6 @@ class _MessageWriter:
                     await self._protocol.drain()
                 self._transport.write(b"\n")
             await self._protocol.drain()
-
-    async def aclose(self) -> None:
-        self._closed = True
-
-    async def __aenter__(self) -> _MessageWriter:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _on_asyncio() -> bool:
