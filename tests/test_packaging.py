@@ -171,6 +171,9 @@ def check_metadata(metadata: email.message.Message) -> None:
         "anyio",
         "fakeredis",
         "msgpack",
+        "opentelemetry-api",
+        "starlette",
+        "uvicorn",
     }
 
 
