@@ -36,9 +36,8 @@ from typing import Any, TextIO
 
 import anyio
 import keyspace
-import redis
 import redis.asyncio as aioredis
-from processes import Reaper, free_port
+from processes import Reaper, RedisServer, free_port, start_redis
 from redis.crc import key_slot
 from resp import RawPipe
 from sessions import Server, spawn, structured
@@ -52,20 +51,10 @@ _ALL_KEYS = "DEL"
 
 
 @dataclass
-class Node:
-    port: int
-    process: subprocess.Popen[bytes]
-    directory: str
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=120)
-
-
-@dataclass
 class Primaries:
     """The cluster's primaries, answering what seeding asks of one server (summed)."""
 
-    nodes: list[Node] = field(default_factory=list)
+    nodes: list[RedisServer] = field(default_factory=list)
 
     def flushdb(self) -> None:
         for node in self.nodes:
@@ -96,14 +85,7 @@ class Primaries:
 
     def stop(self) -> None:
         for node in self.nodes:
-            if node.process.poll() is None:
-                node.process.terminate()
-                try:
-                    node.process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
-                    node.process.wait(timeout=10)
-            shutil.rmtree(node.directory, ignore_errors=True)
+            node.stop()
 
 
 class SlotPipe(RawPipe):
@@ -167,15 +149,8 @@ def start_cluster(reaper: Reaper, primaries: int) -> Primaries:
     cluster = Primaries()
     for _ in range(primaries):
         port = free_cluster_port()
-        directory = tempfile.mkdtemp(prefix="mita-redis-mcp-bench-cluster-")
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", directory, "--cluster-enabled", "yes"]
-        args += ["--cluster-config-file", f"nodes-{port}.conf"]
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        reaper.track(process.pid)
-        cluster.nodes.append(Node(port, process, directory))
-    for node in cluster.nodes:
-        _wait(lambda node=node: _answers(node), f"redis-server on port {node.port}")
+        config = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf")
+        cluster.nodes.append(start_redis(reaper, binary, port=port, extra=config))
     create = [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in cluster.nodes)]
     subprocess.run(
         [*create, "--cluster-replicas", "0", "--cluster-yes"],
@@ -187,15 +162,7 @@ def start_cluster(reaper: Reaper, primaries: int) -> Primaries:
     return cluster
 
 
-def _answers(node: Node) -> bool:
-    try:
-        with node.client() as client:
-            return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
-def _cluster_ok(node: Node) -> bool:
+def _cluster_ok(node: RedisServer) -> bool:
     with node.client() as client:
         return b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO")
 

@@ -150,11 +150,19 @@ class RedisServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_redis(reaper: Reaper, binary: str = "redis-server") -> RedisServer:
+def start_redis(
+    reaper: Reaper,
+    binary: str = "redis-server",
+    *,
+    port: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> RedisServer:
+    """A redis-server on ``port`` (a free one by default) with ``extra`` arguments,
+    answering PING before this returns."""
     path = shutil.which(binary)
     if path is None:
         raise SystemExit(f"{binary} is not on PATH: install Redis (apt-get install redis-server)")
-    port = free_port()
+    port = free_port() if port is None else port
     directory = tempfile.mkdtemp(prefix="mita-redis-mcp-bench-")
     args = [
         path,
@@ -170,6 +178,7 @@ def start_redis(reaper: Reaper, binary: str = "redis-server") -> RedisServer:
         directory,
         "--protected-mode",
         "yes",
+        *extra,
     ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reaper.track(process.pid)
