@@ -116,6 +116,12 @@ def problems_of(environ: dict[str, str], **flags: object) -> list[str]:
             id="int-above-range",
         ),
         pytest.param(
+            # 4 MiB + 1: a wider window would take the server past its 150 MB bound.
+            {"MITA_REDIS_MCP_MAX_VALUE_BYTES": "4194305"},
+            "MITA_REDIS_MCP_MAX_VALUE_BYTES must be between 1 and 4194304",
+            id="value-window-above-4-mib",
+        ),
+        pytest.param(
             {"MITA_REDIS_MCP_SCAN_BUDGET": "-1"},
             "MITA_REDIS_MCP_SCAN_BUDGET must be between 1 and",
             id="negative-budget",
