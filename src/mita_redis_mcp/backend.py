@@ -14,8 +14,11 @@ them again, it only sends them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
+import math
 import re
 import ssl
 import time
@@ -1159,15 +1162,31 @@ class Backend:
         client = self._client
         pool = client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        callbacks = client.response_callbacks
 
         async def attempt() -> list[Any]:
             await conn.send_packed_command(conn.pack_commands(commands))
             replies: list[Any] = []
-            for command in commands:
-                try:
-                    replies.append(await client.parse_response(conn, cast(str, command[0])))
-                except rexc.ResponseError as exc:
-                    replies.append(exc)
+            # One deadline for all the replies, as the connection's socket timeout
+            # would give each read (an asyncio timeout per reply costs more than
+            # parsing a small one); math.inf turns that per-read timeout off.
+            try:
+                async with asyncio.timeout(self._timeout):
+                    for command in commands:
+                        try:
+                            reply = await conn.read_response(timeout=math.inf)
+                        except rexc.ResponseError as exc:
+                            replies.append(exc)
+                            continue
+                        callback = callbacks.get(cast(str, command[0]))
+                        if callback is not None:
+                            reply = callback(reply)
+                            if inspect.isawaitable(reply):
+                                reply = await reply
+                        replies.append(reply)
+            except TimeoutError:
+                # What the socket timeout raises: the client's Retry knows it.
+                raise rexc.TimeoutError("Timeout reading from Redis") from None
             return replies
 
         try:
