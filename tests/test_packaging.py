@@ -211,7 +211,7 @@ def test_wheel_holds_the_package_its_data_and_its_metadata(dists: Dists) -> None
 
     check_metadata(parse_metadata(wheel_text(dists.wheel, f"{info}/METADATA")))
     entry_points = wheel_text(dists.wheel, f"{info}/entry_points.txt")
-    assert "mita-redis-mcp = mita_redis_mcp.cli:main" in entry_points
+    assert "mita-redis-mcp = mita_redis_mcp.__main__:main" in entry_points
 
 
 @pytest.mark.slow

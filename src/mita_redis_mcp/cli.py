@@ -19,6 +19,7 @@ Exit codes: 0 success; 1 a tool error (``call``) or a failed check (``doctor``);
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -182,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level="WARNING" if quiet else settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if command != "serve":
+        started()
     if command == "demo":
         anyio.run(_tour, settings)
         return 0
@@ -224,12 +227,22 @@ async def _serve(settings: Settings) -> None:
         from mita_redis_mcp.demo import seed
 
         await seed(app.backend)
+    server = build_server(app)
+    started()
     if settings.transport == "http":
         from mita_redis_mcp.http import serve_http
 
-        await serve_http(build_server(app), settings)
+        await serve_http(server, settings)
     else:
-        await build_server(app).run_stdio_async()
+        await server.run_stdio_async()
+
+
+def started() -> None:
+    """Start-up is over: if ``__main__`` turned the cyclic collector off for it,
+    freeze what start-up made (later collections leave it out) and turn it back on."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 async def _tour(settings: Settings) -> None:
