@@ -99,7 +99,7 @@ def test_healthy_server_is_all_ok(
     assert checks["mode"][1].startswith("standalone")
     assert checks["maxmemory-policy"][1].startswith("noeviction")
     server = snippet(out)["mcpServers"]["mita-redis"]
-    assert (server["command"], server["args"]) == ("uvx", ["mita-redis-mcp"])
+    assert (server["command"], server["args"]) == ("uvx", ["--compile-bytecode", "mita-redis-mcp"])
     assert server["env"] == {"REDIS_URL": "${REDIS_URL}", "MITA_REDIS_MCP_PREFIXES": "app:,mita:"}
 
 

@@ -119,8 +119,8 @@ def entries(config: Path) -> dict[str, dict[str, Any]]:
 
 def from_checkout(args: list[str]) -> list[str]:
     """`--from .` means the directory the client starts in; here, this checkout."""
-    assert args[:2] == ["--from", "."], args
-    return ["--from", str(CHECKOUT), *args[2:]]
+    assert args[:3] == ["--compile-bytecode", "--from", "."], args
+    return [*args[:2], str(CHECKOUT), *args[3:]]
 
 
 def expand(value: str, variables: dict[str, str]) -> str:
