@@ -15,6 +15,8 @@ class Series:
     label: str
     samples_ns: list[int]
     wall_seconds: float
+    server_cpu_us: float | None = None
+    """CPU of the server process per timed call (us); None where no server runs."""
 
     def percentile(self, q: float) -> float:
         """Nearest-rank percentile, in milliseconds."""
@@ -23,7 +25,7 @@ class Series:
         return ordered[rank - 1] / 1e6
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "label": self.label,
             "calls": len(self.samples_ns),
             "p50_ms": round(self.percentile(50), 4),
@@ -32,6 +34,9 @@ class Series:
             "max_ms": round(max(self.samples_ns) / 1e6, 4),
             "calls_per_s": round(len(self.samples_ns) / self.wall_seconds, 1),
         }
+        if self.server_cpu_us is not None:
+            out["server_cpu_us"] = self.server_cpu_us
+        return out
 
 
 async def timed(
@@ -41,11 +46,15 @@ async def timed(
     *,
     warmup: int,
     seconds: float | None = None,
+    server_cpu: Callable[[], float] | None = None,
 ) -> Series:
     """Time ``calls`` sequential awaits of ``call()`` after ``warmup`` untimed ones;
-    with ``seconds``, stop early once that much time has gone by."""
+    with ``seconds``, stop early once that much time has gone by. ``server_cpu`` reads
+    the server process's CPU seconds: read before and after the timed calls, it gives
+    the server's CPU per call (the warm-up left out)."""
     for _ in range(warmup):
         await call()
+    cpu_before = server_cpu() if server_cpu is not None else 0.0
     samples: list[int] = []
     clock = time.perf_counter_ns
     started = clock()
@@ -56,7 +65,11 @@ async def timed(
         samples.append(clock() - before)
         if stop is not None and clock() > stop:
             break
-    return Series(label, samples, (clock() - started) / 1e9)
+    wall = (clock() - started) / 1e9
+    cpu_us: float | None = None
+    if server_cpu is not None:
+        cpu_us = round((server_cpu() - cpu_before) / len(samples) * 1e6, 1)
+    return Series(label, samples, wall, cpu_us)
 
 
 def median_ms(seconds: list[float]) -> dict[str, float]:

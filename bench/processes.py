@@ -44,6 +44,17 @@ def parent_pid(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process has used so far, user and system (utime + stime of
+    /proc/PID/stat), in seconds. The kernel counts it in clock ticks (10 ms at the
+    usual 100 Hz): meaningful over many calls, not one."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command name's closing paren start at field 3 (state): utime
+    # and stime are fields 14 and 15.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(marker: str) -> set[int]:
     """Pids of this process's direct children whose command line contains ``marker``."""
     me = os.getpid()

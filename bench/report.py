@@ -22,12 +22,17 @@ def table(r: dict[str, Any]) -> str:
         lat = r["latency"]
         calls = next(iter(lat["series"].values()))["calls"]
         lines += ["", f"Per-call latency, {calls} sequential calls each (stdio, same Redis)"]
-        lines.append(f"{'':66} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'x GET':>6}")
+        lines.append(
+            f"{'':66} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'x GET':>6} "
+            f"{'server CPU/call':>15}"
+        )
         for label in lat["order"]:
             s = lat["series"][label]
+            # Only the MCP series have a server process to read the CPU of.
+            cpu = s.get("server_cpu_us")
             lines.append(
                 f"{label:66} {s['p50_ms']:8.3f} {s['p99_ms']:8.3f} {s['calls_per_s']:9.0f} "
-                f"{s['x_redis_py_get']:6.1f}"
+                f"{s['x_redis_py_get']:6.1f} {'' if cpu is None else f'{cpu:.1f} us':>15}".rstrip()
             )
         for label, message in lat.get("skipped", {}).items():
             lines.append(f"{label}: skipped ({message})")
@@ -119,15 +124,20 @@ def table(r: dict[str, Any]) -> str:
             )
     if "cold_start" in r:
         cold = r["cold_start"]
-        lines += ["", "Cold start: spawn to tools/list answered (initialize included)"]
-        lines.append(f"{'':42} {'median ms':>10} {'min':>8} {'max':>8} {'runs':>5}")
+        lines += [
+            "",
+            "Cold start: spawn to tools/list answered (initialize included); "
+            "the `python -c pass` rows: start to exit",
+        ]
         rows: list[tuple[str, dict[str, Any]]] = [
             (k, v) for k, v in cold.items() if k not in ("uvx", "imports")
         ]
         rows += [(k, v) for k, v in cold["uvx"].items() if isinstance(v, dict)]
+        width = max(42, *(len(label) for label, _ in rows))
+        lines.append(f"{'':{width}} {'median ms':>10} {'min':>8} {'max':>8} {'runs':>5}")
         for label, c in rows:
             lines.append(
-                f"{label:42} {c['median_ms']:10.1f} {c['min_ms']:8.1f} {c['max_ms']:8.1f} "
+                f"{label:{width}} {c['median_ms']:10.1f} {c['min_ms']:8.1f} {c['max_ms']:8.1f} "
                 f"{c['runs']:5}"
             )
         for label, message in cold["uvx"].items():

@@ -5,8 +5,9 @@
 
 It starts its own redis-server on a free loopback port, seeds a MITA-like keyspace,
 and measures, in one run, our server over a real stdio session (the SDK's stdio client
-spawning ``python -m mita_redis_mcp``) next to the floors: redis-py's own GET and a
-do-nothing server on the same SDK. Results: docs/bench/results*.json, a chart
+spawning ``python -m mita_redis_mcp``) next to the floors: redis-py's own GET, a
+do-nothing server on the same SDK, and a stdlib server that answers at once (the SDK
+client's own cost). Results: docs/bench/results*.json, a chart
 docs/bench/latency*.png (when matplotlib is installed), and a table on stdout.
 See bench/README.md.
 """
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,9 +39,10 @@ import pyspy
 import redis
 import redis.asyncio as aioredis
 import report
+from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from measure import Series, median_ms, timed
-from processes import Reaper, RedisServer, bench_redis
+from processes import Reaper, RedisServer, bench_redis, cpu_seconds
 from sessions import Server, answer_bytes, spawn, structured
 from slowlog import longest_command
 
@@ -49,6 +52,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OURS = ["-m", "mita_redis_mcp"]
 NOTHING = [str(BENCH / "nothing_server.py")]
+INSTANT = [str(BENCH / "instant_server.py")]
 SCAN_CLIENT_NAME = "bench-raw-scan"
 # The phases of a run, in order (`--only` picks some; latency includes soak and profile).
 PHASES = ("cold_start", "latency", "walk", "big_values")
@@ -251,10 +255,23 @@ class Context:
             errlog=self.errlog,
         )
 
+    def instant(self) -> Any:
+        return spawn(
+            sys.executable,
+            INSTANT,
+            {},
+            marker="instant_server.py",
+            reaper=self.reaper,
+            errlog=self.errlog,
+        )
+
     # -- latency, validation, soak, profile ------------------------------------------
 
     async def latency(self, results: dict[str, Any]) -> dict[str, Any]:
         n, warm = self.opts.calls, self.opts.warmup
+        # Each MCP series also reports the server process's CPU per call (its utime +
+        # stime before and after the timed calls). /proc counts in 10 ms ticks: over
+        # 2000 calls that is 5 us per call, fine; a --quick run's 300 calls give 33 us.
         series: list[Series] = []
         sizes: dict[str, int] = {}
         say(f"latency: {n} sequential calls per series")
@@ -295,6 +312,7 @@ class Context:
                     lambda: nothing.call("nothing", args),
                     n,
                     warmup=warm,
+                    server_cpu=partial(cpu_seconds, nothing.pid),
                 )
             )
             series.append(
@@ -303,6 +321,7 @@ class Context:
                     lambda: nothing.raw("nothing", args),
                     n,
                     warmup=warm,
+                    server_cpu=partial(cpu_seconds, nothing.pid),
                 )
             )
             series.append(
@@ -314,8 +333,24 @@ class Context:
                 )
             )
 
+        async with self.instant() as instant:
+            args = {"key": keyspace.GET_KEY}
+            first = await instant.raw("instant", args)
+            assert structured(first)["value"] == "blacklisted"
+            sizes["instant"] = answer_bytes(first)
+            series.append(
+                await timed(
+                    "SDK client, instant server (the client's floor)",
+                    lambda: instant.raw("instant", args),
+                    n,
+                    warmup=warm,
+                    server_cpu=partial(cpu_seconds, instant.pid),
+                )
+            )
+
         async with self.ours() as ours:
             at_start = ours.stats()
+            ours_cpu = partial(cpu_seconds, ours.pid)
             get_args = {"key": keyspace.GET_KEY}
             got = await ours.call("get", get_args)
             assert structured(got)["value"]["value"] == keyspace.GET_VALUE.decode()
@@ -334,6 +369,7 @@ class Context:
                         _bind_call(ours.call, tool, tool_args),
                         n,
                         warmup=warm,
+                        server_cpu=ours_cpu,
                     )
                 )
                 series.append(
@@ -342,6 +378,7 @@ class Context:
                         _bind_call(ours.raw, tool, tool_args),
                         n,
                         warmup=warm,
+                        server_cpu=ours_cpu,
                     )
                 )
                 series.append(
@@ -369,6 +406,7 @@ class Context:
                         n,
                         warmup=min(warm, 20),
                         seconds=self.opts.domain_seconds,
+                        server_cpu=ours_cpu,
                     )
                 )
             after_series = ours.stats()
@@ -707,7 +745,7 @@ class Context:
         runs = self.opts.cold_runs
         out: dict[str, Any] = {}
         say(f"cold start: spawn to tools/list answered, {runs} runs per launcher")
-        out["python -c pass"] = median_ms(_python_startups(runs))
+        out["python -c pass"] = median_ms(_startups([sys.executable, "-c", "pass"], runs))
         ours: list[float] = []
         nothing: list[float] = []
         # One untimed start each first, so that every timed start finds .pyc files.
@@ -751,10 +789,14 @@ class Context:
             for k, v in os.environ.items()
             if k.startswith(("UV_", "SSL_CERT_")) or k.lower().endswith("_proxy")
         }
+        # Every uvx here passes --compile-bytecode, as the project's .mcp.json does: uv
+        # compiles the environment once when it installs it, so a start does not depend
+        # on PYTHONDONTWRITEBYTECODE or on a writable cache to find .pyc files.
         # The first run installs the wheel's dependencies into uv's cache: not timed.
         with anyio.fail_after(600):
             warm = await anyio.run_process(
-                [uvx, "--from", wheel, "mita-redis-mcp", "--version"], check=False
+                [uvx, "--compile-bytecode", "--from", wheel, "mita-redis-mcp", "--version"],
+                check=False,
             )
         if warm.returncode != 0:
             error = warm.stderr.decode(errors="replace").strip()[-300:]
@@ -774,10 +816,21 @@ class Context:
             ) as server:
                 return server.ready_seconds
 
-        await start(["--offline"])  # a fresh install's first start compiles .pyc: untimed
+        offline = ["--offline", "--compile-bytecode"]
+        # By default uvx looks for a Python on each start (with pyenv, it runs the shim it
+        # finds on PATH); pinned, it takes the one given.
+        pinned = [*offline, "--python", _base_python()]
+        # Untimed first starts: the pinned interpreter may differ from the one found.
+        for flags in (offline, pinned):
+            await start(flags)
         for label, flags, count in (
-            ("uvx --offline --from wheel", ["--offline"], runs),
-            ("uvx --from wheel", [], self.opts.uvx_online_runs),
+            ("uvx --offline --compile-bytecode --from wheel", offline, runs),
+            ("uvx --offline --compile-bytecode --from wheel, --python pinned", pinned, runs),
+            (
+                "uvx --compile-bytecode --from wheel",
+                ["--compile-bytecode"],
+                self.opts.uvx_online_runs,
+            ),
         ):
             try:
                 times = [await start(flags) for _ in range(count)]
@@ -789,6 +842,23 @@ class Context:
                 continue
             if times:
                 out[label] = median_ms(times)
+        # uv's own start: the same uvx running the environment's python with nothing to
+        # do, in the environment the SDK's stdio client gives the servers above.
+        env = get_default_environment() | self.env | uv_env
+        for label, flags in (
+            ("uvx --offline --compile-bytecode --from wheel python -c pass", offline),
+            (
+                "uvx --offline --compile-bytecode --from wheel python -c pass, --python pinned",
+                pinned,
+            ),
+        ):
+            command = [uvx, *flags, "--from", wheel, "python", "-c", "pass"]
+            try:
+                out[label] = median_ms(_startups(command, runs, env))
+            except (subprocess.SubprocessError, OSError) as exc:  # optional: report, go on
+                message = f"{label} failed ({_leaf(exc)})"
+                say(message)
+                out[f"{label} (skipped)"] = message
         return out
 
 
@@ -812,16 +882,24 @@ def _bind_validate(server: Server, tool: str, result: Any) -> Any:
     return lambda: server.validate(tool, result)
 
 
+def _base_python() -> str:
+    """The system interpreter this one comes from: uv refuses a virtualenv's python
+    for a tool, so --python is pinned to this one."""
+    base = getattr(sys, "_base_executable", sys.executable)  # not in typeshed's sys
+    return os.path.realpath(str(base))
+
+
 def _tool(name: str) -> str | None:
     beside = Path(sys.executable).with_name(name)
     return str(beside) if beside.is_file() else shutil.which(name)
 
 
-def _python_startups(runs: int) -> list[float]:
+def _startups(command: list[str], runs: int, env: dict[str, str] | None = None) -> list[float]:
+    """Seconds from start to exit of ``command``, ``runs`` times."""
     times: list[float] = []
     for _ in range(runs):
         before = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True, timeout=60)
+        subprocess.run(command, check=True, timeout=60, env=env)
         times.append(time.perf_counter() - before)
     return times
 
