@@ -124,9 +124,12 @@ async def walk(
     no more than the room left, so the walk reads about what it returns; otherwise
     (SCAN with a pattern) pages are as large as the budget allows, up to ``page_size``
     (a caller that knows the table is small asks for less, so the budget it spends is
-    close to what Redis examines). ``select(plan, page)``, when given, filters a whole
-    page at once instead of ``accept`` per item (a walk over a million keys pays one
-    call per page, not per key). ``on_page`` sees each page's new items as they are
+    close to what Redis examines). Either way no page asks for more than
+    ``MAX_PAGE_COUNT``: one HSCAN COUNT 10000 of a million-field hash held Redis for
+    12.6 ms, and a cursor taken inside a larger page would not decode.
+    ``select(plan, page)``, when given, filters a whole page at once instead of
+    ``accept`` per item (a walk over a million keys pays one call per page, not per
+    key). ``on_page`` sees each page's new items as they are
     taken, before the next page is fetched (work on them can overlap a page the
     caller has already asked for).
     """
@@ -139,7 +142,7 @@ async def walk(
     while position.plan < plans:
         if len(items) >= limit or scanned >= budget:
             return Walk(items, position, scanned)
-        most = limit - len(items) if fill else min(page_size, MAX_PAGE_COUNT)
+        most = min(limit - len(items) if fill else page_size, MAX_PAGE_COUNT)
         count = position.count if position.skip else min(most, budget - scanned)
         next_cursor, page = await fetch(position.plan, int(position.cursor), count)
         scanned += count
