@@ -69,6 +69,7 @@ SCAFFOLDING = (
     "BaseEventLoop._run_once ",
     "AsyncIOBackend.run ",
     "main (mita_redis_mcp/cli.py)",
+    "main (mita_redis_mcp/__main__.py)",
     "Thread._bootstrap",
     "Thread.run ",
     "Handle._run ",
