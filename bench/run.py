@@ -245,10 +245,10 @@ class Context:
             errlog=self.errlog,
         )
 
-    def nothing(self) -> Any:
+    def nothing(self, *flags: str) -> Any:
         return spawn(
             sys.executable,
-            NOTHING,
+            [*NOTHING, *flags],
             {},
             marker="nothing_server.py",
             reaper=self.reaper,
@@ -330,6 +330,18 @@ class Context:
                     lambda: nothing.validate("nothing", first),
                     n,
                     warmup=warm,
+                )
+            )
+
+        async with self.nothing("--our-stdio") as nothing:
+            args = {"key": keyspace.GET_KEY}
+            series.append(
+                await timed(
+                    "SDK do-nothing tool on our stdio transport, no client validation",
+                    lambda: nothing.raw("nothing", args),
+                    n,
+                    warmup=warm,
+                    server_cpu=partial(cpu_seconds, nothing.pid),
                 )
             )
 
