@@ -39,6 +39,7 @@ import pyspy
 import redis
 import redis.asyncio as aioredis
 import report
+from bare import bare_session
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from measure import Series, median_ms, timed
@@ -425,6 +426,7 @@ class Context:
             results["profile"] = await self.profile(ours)
             results["soak"] = await self.soak(ours, at_start.as_dict(), after_series.as_dict())
 
+        series += await self.bare_series()
         summaries = {s.label: s.summary() for s in series}
         floor = summaries["redis-py GET"]["p50_ms"]
         for summary in summaries.values():
@@ -435,6 +437,36 @@ class Context:
             "order": [s.label for s in series],
             "skipped": skipped,
         }
+
+    async def bare_series(self) -> list[Series]:
+        """The instant server, the SDK's do-nothing tool on our stdio transport and our
+        `get`, each called by a bare JSON-RPC client (bare.py): the servers' own cost,
+        without the SDK client's."""
+        n, warm = self.opts.calls, self.opts.warmup
+        args = {"key": keyspace.GET_KEY}
+        out: list[Series] = []
+        for label, command, env, tool in (
+            ("instant server", INSTANT, {}, "instant"),
+            (
+                "SDK do-nothing tool on our stdio transport",
+                [*NOTHING, "--our-stdio"],
+                {},
+                "nothing",
+            ),
+            ("mita-redis-mcp get", OURS, self.env, "get"),
+        ):
+            async with bare_session(sys.executable, command, env, reaper=self.reaper) as bare:
+                await bare.call(tool, args)
+                out.append(
+                    await timed(
+                        f"{label}, bare JSON-RPC client",
+                        partial(bare.call, tool, args),
+                        n,
+                        warmup=warm,
+                        server_cpu=partial(cpu_seconds, bare.pid),
+                    )
+                )
+        return out
 
     async def profile(self, ours: Server) -> dict[str, Any]:
         if not self.opts.profile:
