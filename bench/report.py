@@ -36,6 +36,7 @@ def table(r: dict[str, Any]) -> str:
             )
         for label, message in lat.get("skipped", {}).items():
             lines.append(f"{label}: skipped ({message})")
+        lines.append("x GET: p50 over the faster of the two redis-py GET readings")
         sizes = lat["answer_bytes"]
         lines.append(
             "answer sizes (JSON bytes): "
