@@ -302,70 +302,54 @@ class Context:
                 )
             )
 
+        async def on(server: Server, label: str, call: Any, **options: Any) -> None:
+            """A timed series of calls to ``server``, with its CPU per call."""
+            options.setdefault("warmup", warm)
+            series.append(
+                await timed(label, call, n, server_cpu=partial(cpu_seconds, server.pid), **options)
+            )
+
+        async def validation(label: str, server: Server, tool: str, result: Any) -> None:
+            """The client's own cost: validating one answer against the output schema."""
+            series.append(
+                await timed(label, partial(server.validate, tool, result), n, warmup=warm)
+            )
+
+        args = {"key": keyspace.GET_KEY}
         async with self.nothing() as nothing:
-            args = {"key": keyspace.GET_KEY}
             first = await nothing.call("nothing", args)
             assert structured(first)["value"] == "blacklisted"
             sizes["nothing"] = answer_bytes(first)
-            series.append(
-                await timed(
-                    "SDK do-nothing tool",
-                    lambda: nothing.call("nothing", args),
-                    n,
-                    warmup=warm,
-                    server_cpu=partial(cpu_seconds, nothing.pid),
-                )
+            await on(nothing, "SDK do-nothing tool", partial(nothing.call, "nothing", args))
+            await on(
+                nothing,
+                "SDK do-nothing tool, no client validation",
+                partial(nothing.raw, "nothing", args),
             )
-            series.append(
-                await timed(
-                    "SDK do-nothing tool, no client validation",
-                    lambda: nothing.raw("nothing", args),
-                    n,
-                    warmup=warm,
-                    server_cpu=partial(cpu_seconds, nothing.pid),
-                )
-            )
-            series.append(
-                await timed(
-                    "client validation of the do-nothing answer",
-                    lambda: nothing.validate("nothing", first),
-                    n,
-                    warmup=warm,
-                )
+            await validation(
+                "client validation of the do-nothing answer", nothing, "nothing", first
             )
 
         async with self.nothing("--our-stdio") as nothing:
-            args = {"key": keyspace.GET_KEY}
-            series.append(
-                await timed(
-                    "SDK do-nothing tool on our stdio transport, no client validation",
-                    lambda: nothing.raw("nothing", args),
-                    n,
-                    warmup=warm,
-                    server_cpu=partial(cpu_seconds, nothing.pid),
-                )
+            await on(
+                nothing,
+                "SDK do-nothing tool on our stdio transport, no client validation",
+                partial(nothing.raw, "nothing", args),
             )
 
         async with self.instant() as instant:
-            args = {"key": keyspace.GET_KEY}
             first = await instant.raw("instant", args)
             assert structured(first)["value"] == "blacklisted"
             sizes["instant"] = answer_bytes(first)
-            series.append(
-                await timed(
-                    "SDK client, instant server (the client's floor)",
-                    lambda: instant.raw("instant", args),
-                    n,
-                    warmup=warm,
-                    server_cpu=partial(cpu_seconds, instant.pid),
-                )
+            await on(
+                instant,
+                "SDK client, instant server (the client's floor)",
+                partial(instant.raw, "instant", args),
             )
 
         async with self.ours() as ours:
             at_start = ours.stats()
-            ours_cpu = partial(cpu_seconds, ours.pid)
-            get_args = {"key": keyspace.GET_KEY}
-            got = await ours.call("get", get_args)
+            got = await ours.call("get", args)
             assert structured(got)["value"]["value"] == keyspace.GET_VALUE.decode()
             sizes["get"] = answer_bytes(got)
             keys_args = {"pattern": keyspace.KEYS_PAGE}
@@ -373,35 +357,16 @@ class Context:
             assert len(structured(page)["keys"]) == 100
             sizes["keys"] = answer_bytes(page)
             for label, tool, tool_args, result in (
-                ("get", "get", get_args, got),
+                ("get", "get", args, got),
                 ("keys, first page (100 keys)", "keys", keys_args, page),
             ):
-                series.append(
-                    await timed(
-                        f"mita-redis-mcp {label}",
-                        _bind_call(ours.call, tool, tool_args),
-                        n,
-                        warmup=warm,
-                        server_cpu=ours_cpu,
-                    )
+                await on(ours, f"mita-redis-mcp {label}", partial(ours.call, tool, tool_args))
+                await on(
+                    ours,
+                    f"mita-redis-mcp {label}, no client validation",
+                    partial(ours.raw, tool, tool_args),
                 )
-                series.append(
-                    await timed(
-                        f"mita-redis-mcp {label}, no client validation",
-                        _bind_call(ours.raw, tool, tool_args),
-                        n,
-                        warmup=warm,
-                        server_cpu=ours_cpu,
-                    )
-                )
-                series.append(
-                    await timed(
-                        f"client validation of the {tool} answer",
-                        _bind_validate(ours, tool, result),
-                        n,
-                        warmup=warm,
-                    )
-                )
+                await validation(f"client validation of the {tool} answer", ours, tool, result)
             skipped: dict[str, str] = {}
             for label, tool, tool_args in DOMAIN_CASES:
                 try:
@@ -412,15 +377,12 @@ class Context:
                     say(f"domain tool {label} skipped: {skipped[label]}")
                     continue
                 sizes[tool] = answer_bytes(first_answer)
-                series.append(
-                    await timed(
-                        f"mita-redis-mcp {label}, no client validation",
-                        _bind_call(ours.raw, tool, tool_args),
-                        n,
-                        warmup=min(warm, 20),
-                        seconds=self.opts.domain_seconds,
-                        server_cpu=ours_cpu,
-                    )
+                await on(
+                    ours,
+                    f"mita-redis-mcp {label}, no client validation",
+                    partial(ours.raw, tool, tool_args),
+                    warmup=min(warm, 20),
+                    seconds=self.opts.domain_seconds,
                 )
             after_series = ours.stats()
             results["profile"] = await self.profile(ours)
@@ -933,14 +895,6 @@ def _leaf(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"
-
-
-def _bind_call(method: Any, tool: str, args: dict[str, Any]) -> Any:
-    return lambda: method(tool, args)
-
-
-def _bind_validate(server: Server, tool: str, result: Any) -> Any:
-    return lambda: server.validate(tool, result)
 
 
 def _base_python() -> str:
