@@ -1,11 +1,11 @@
 """The ``mita-redis-mcp`` command, and ``python -m mita_redis_mcp``.
 
-Start-up imports the MCP SDK and builds the server: some 200,000 objects that live as
-long as the process (pydantic models and their validators, tool schemas). The cyclic
-collector would walk them again and again while they are made, about a tenth of the
-start-up time, and find nothing to free. So it is off from the first line until the
-server is built; ``cli.started`` then freezes what start-up made (later collections
-skip it) and turns the collector back on.
+Start-up imports the MCP SDK and builds the server: some 150,000 objects the cyclic
+collector tracks, nearly all of them living as long as the process (pydantic models and
+their validators, tool schemas). The collector would walk them again and again while
+they are made, about a tenth of the start-up time, and find little to free. So it is
+off from the first line until the server is built; ``cli.started`` then freezes what
+start-up made (later collections skip it) and turns the collector back on.
 """
 
 import gc

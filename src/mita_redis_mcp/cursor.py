@@ -129,9 +129,8 @@ async def walk(
     12.6 ms, and a cursor taken inside a larger page would not decode.
     ``select(plan, page)``, when given, filters a whole page at once instead of
     ``accept`` per item (a walk over a million keys pays one call per page, not per
-    key). ``on_page`` sees each page's new items as they are
-    taken, before the next page is fetched (work on them can overlap a page the
-    caller has already asked for).
+    key). ``on_page`` sees each page's new items as they are taken, before the next
+    page is fetched (work on them can overlap a page the caller has already asked for).
     """
     if not start.cursor.isdigit():
         # A stream entry ID ("1700000000000-0"): the key changed type since that answer.
