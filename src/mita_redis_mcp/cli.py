@@ -174,8 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + "\n"
             )
         return 2
-    # call and doctor talk to a person: only warnings, unless a log level is asked for.
-    quiet = command in ("call", "doctor") and not (
+    # call, doctor and the demo tour talk to a person: only warnings, unless a log level
+    # is asked for.
+    quiet = command in ("call", "doctor", "demo") and not (
         flags.get("log_level") or os.environ.get("MITA_REDIS_MCP_LOG_LEVEL")
     )
     logging.basicConfig(
