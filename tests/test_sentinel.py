@@ -20,7 +20,7 @@ from mcp.types import CallToolResult
 
 from mita_redis_mcp import backend as backend_module
 from mita_redis_mcp.app import App
-from mita_redis_mcp.backend import Backend
+from mita_redis_mcp.backend import Backend, Command, set_command
 from mita_redis_mcp.config import DEFAULT_SENTINEL_PORT, Settings, sentinel_target
 from mita_redis_mcp.errors import ConfigError
 from tests.conftest import Answer, answer_of, call_tool, error_text, installed
@@ -401,7 +401,11 @@ async def test_open_connections_leave_the_old_primary_as_soon_as_the_sentinels_s
             assert sentinel.execute_command("SENTINEL", "FAILOVER", own_setup.master)
         wait_until(lambda: own_setup.primary_port() not in (None, old.port), "the switch")
 
-        await backend.set_string(b"app:after", b"new", px=None, keep_ttl=False, nx=False, xx=False)
+        async def write() -> list[Command]:
+            return [set_command(b"app:after", b"new", px=None, keep_ttl=False, nx=False, xx=False)]
+
+        # As the set tool writes: WATCH, then MULTI/SET/EXEC, on a pooled connection.
+        assert await backend.write_unless_changed([b"app:after"], write) is not None
     finally:
         await backend.close()
     with own_setup.primary().client() as raw:

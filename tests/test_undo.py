@@ -250,6 +250,73 @@ def write_after_read(
     monkeypatch.setattr(app.backend, "dump_states", dump_states)
 
 
+async def test_set_race_a_write_after_its_journal_is_journaled_again_not_lost(
+    make: MakeApp, real_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another client writes the key after set journaled it and before its SET: the
+    transaction aborts, set journals the key again and writes; undo then puts back what
+    that client wrote (the state SET replaced), not the state before it."""
+    raw = real_target.raw
+    raw.set("app:k", "original")
+    app = make()
+    write_after_read(monkeypatch, app, 1, lambda: raw.set("app:k", "concurrent"))
+
+    answer = await run(app, "set", key="app:k", value="by the assistant")
+    assert answer["written"] is True
+    assert raw.get("app:k") == b"by the assistant"
+
+    monkeypatch.undo()
+    undone = await run(app, "undo")
+    assert [c["tool"] for c in undone["undone"]] == ["set"]
+    assert raw.get("app:k") == b"concurrent"
+
+
+async def test_set_race_a_type_change_after_its_check_is_caught_before_any_write(
+    make: MakeApp, real_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """set checks the key's type under WATCH: a hash put there after the check aborts
+    the transaction, and the second try refuses to replace it."""
+    raw = real_target.raw
+    raw.set("app:k", "a string")
+    app = make()
+
+    def to_hash() -> None:
+        raw.delete("app:k")
+        raw.hset("app:k", "field", "value")
+
+    write_after_read(monkeypatch, app, 1, to_hash)
+    message = error_text(await call_tool(app, "set", {"key": "app:k", "value": "x"}))
+    assert "holds a hash" in message
+    assert raw.hgetall("app:k") == {b"field": b"value"}
+    monkeypatch.undo()
+    assert (await run(app, "undo"))["undone"] == []  # nothing was written: nothing to undo
+
+
+async def test_set_race_a_key_written_at_every_try_is_not_written(
+    make: MakeApp, real_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = real_target.raw
+    raw.set("app:k", "original")
+    app = make()
+    real = app.backend.dump_states
+    writes = 0
+
+    async def dump_states(keys: Sequence[bytes]) -> list[tuple[str, int, bytes | None]]:
+        nonlocal writes
+        states = await real(keys)
+        writes += 1
+        raw.set("app:k", f"concurrent {writes}")
+        return states
+
+    monkeypatch.setattr(app.backend, "dump_states", dump_states)
+    message = error_text(await call_tool(app, "set", {"key": "app:k", "value": "x"}))
+    assert "nothing was written" in message
+    assert writes == 3
+    assert raw.get("app:k") == b"concurrent 3"
+    monkeypatch.undo()
+    assert (await run(app, "undo"))["undone"] == []
+
+
 async def test_undo_race_a_write_between_its_check_and_its_restore_is_never_overwritten(
     make: MakeApp, real_target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:

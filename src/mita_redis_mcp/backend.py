@@ -829,21 +829,38 @@ class Backend:
         keys: Sequence[bytes],
         plan: Callable[[], Awaitable[Sequence[tuple[bytes, int, bytes | None]]]],
     ) -> bool:
-        """Put keys back, and the check that decides which, as one transaction: WATCH
-        ``keys``, await ``plan()`` (it reads them and returns what to put back as (key,
-        PTTL, DUMP); empty for nothing), then MULTI, RESTORE ... REPLACE with the PTTL
-        (0: no expiry), or UNLINK where the DUMP is ``None`` (absent), EXEC. Returns
-        False, having written nothing, when another client wrote a watched key between
-        the WATCH and the EXEC.
+        """Put keys back, and the check that decides which, as one transaction
+        (``write_unless_changed``): ``plan()`` reads them and returns what to put back
+        as (key, PTTL, DUMP), empty for nothing; each is RESTORE ... REPLACE with the
+        PTTL (0: no expiry), or UNLINK where the DUMP is ``None`` (absent). Returns
+        False, having written nothing, when another client wrote a watched key."""
 
-        It always ends the WATCH with an EXEC (empty when there is nothing to restore,
-        or ``plan`` raised), never with UNWATCH, which a least-privilege user may not run.
+        async def commands() -> list[Command]:
+            return [
+                ("UNLINK", key)
+                if dump is None
+                else ("RESTORE", key, _restore_ttl(pttl), dump, "REPLACE")
+                for key, pttl, dump in await plan()
+            ]
+
+        return await self.write_unless_changed(keys, commands) is not None
+
+    async def write_unless_changed(
+        self, keys: Sequence[bytes], plan: Callable[[], Awaitable[Sequence[Command]]]
+    ) -> list[Any] | None:
+        """Read, decide and write as one transaction: WATCH ``keys``, await ``plan()``
+        (it reads them, on other connections, and returns the commands to run; empty
+        for none), then MULTI, the commands, EXEC. Returns the commands' replies, or
+        ``None``, having written nothing, when another client wrote a watched key
+        between the WATCH and the EXEC (what ``plan`` read is then stale).
+
+        It always ends the WATCH with an EXEC (empty when there is nothing to run, or
+        ``plan`` raised), never with UNWATCH, which a least-privilege user may not run.
         In a cluster, WATCH and MULTI/EXEC hold within one hash slot: ``keys`` must then
-        share a slot (group them with ``redis.crc.key_slot``, one call per slot)."""
+        share a slot (group them with ``slot_groups``, one call per group)."""
         watch: Command = ("WATCH", *keys)
-        for command in (watch, ("MULTI",), ("EXEC",), ("RESTORE",)):
-            if not offered(self.managed, command):
-                raise NotOffered(_command_label(command), _PROVIDERS[self.managed or ""])
+        for command in (watch, ("MULTI",), ("EXEC",)):
+            _require_offered(self.managed, command)
         await self._ready()
         _count(1, watch)
         client: aioredis.Redis | RedisCluster = self._cluster or self._client
@@ -851,13 +868,9 @@ class Backend:
             async with client.pipeline(transaction=True) as pipe:
                 await pipe.watch(*keys)
                 try:
-                    states = await plan()
-                    commands: list[Command] = [
-                        ("UNLINK", key)
-                        if dump is None
-                        else ("RESTORE", key, _restore_ttl(pttl), dump, "REPLACE")
-                        for key, pttl, dump in states
-                    ]
+                    commands = list(await plan())
+                    for command in commands:
+                        _require_offered(self.managed, command)
                     _count(len(commands) + 2, ("MULTI",), *commands, ("EXEC",))
                 except BaseException:
                     _count(2, ("MULTI",), ("EXEC",), release=True)
@@ -868,40 +881,26 @@ class Backend:
                 pipe.multi()  # type: ignore[no-untyped-call]
                 for command in commands:
                     pipe.execute_command(*command)
-                replies = await pipe.execute(raise_on_error=False)
+                replies = list(await pipe.execute(raise_on_error=False))
         except rexc.WatchError:
-            return False
+            return None
         except rexc.ResponseError as exc:
-            # Refused while queueing: redis-py's text quotes the command (key and DUMP
-            # payload), so only the error code goes on.
+            # Refused while queueing: redis-py's text quotes the command (keys, values,
+            # DUMP payloads), so only the error code goes on.
             found = _QUEUED_ERROR_CODE.search(str(exc))
             code = next(
                 (code for kind, code in _STRIPPED_CODES if isinstance(exc, kind)),
                 found[1] if found else "ERR",
             )
-            raise RedisRefused(code, f"Redis refused the restore transaction: {code}") from exc
+            raise RedisRefused(code, f"Redis refused the transaction: {code}") from exc
         except rexc.RedisError as exc:
             raise self._translate(exc, "EXEC") from exc
         for command, reply in zip(commands, replies, strict=True):
             if isinstance(reply, rexc.RedisError):
                 raise self._translate(reply, str(command[0])) from reply
-        return True
+        return replies
 
     # -- writes (the tools call these only when writes are on) -----------------------
-
-    async def set_string(
-        self, key: bytes, value: bytes, *, px: int | None, keep_ttl: bool, nx: bool, xx: bool
-    ) -> bool:
-        args: list[Any] = ["SET", key, value]
-        if px is not None:
-            args += ["PX", px]
-        if keep_ttl:
-            args.append("KEEPTTL")
-        if nx:
-            args.append("NX")
-        if xx:
-            args.append("XX")
-        return bool(await self._call(*args))
 
     async def unlink(self, keys: Sequence[bytes]) -> int:
         """UNLINK ``keys``: one command, or on a Redis Cluster one per hash slot (a
@@ -954,8 +953,7 @@ class Backend:
         return offered(self.managed, command)
 
     async def _call(self, *args: Any, reserve: int = 0, release: bool = False) -> Any:
-        if not offered(self.managed, args):
-            raise NotOffered(_command_label(args), _PROVIDERS[self.managed or ""])
+        _require_offered(self.managed, args)
         await self._ready()
         cluster = self._cluster
         if cluster is not None and not _keyed(args):
@@ -1093,8 +1091,7 @@ class Backend:
         await self._ready()
         if self._cluster is None:
             return [OnNode(None, None, await self._call(*args, reserve=reserve, release=release))]
-        if not offered(self.managed, args):
-            raise NotOffered(_command_label(args), _PROVIDERS[self.managed or ""])
+        _require_offered(self.managed, args)
         view = await self._topology()
         _count(len(view.shards), *([args] * len(view.shards)), reserve=reserve, release=release)
         nodes = [await self._shard_node(shard) for shard in view.shards]
@@ -1349,6 +1346,22 @@ _PROVIDERS = {"upstash": "Upstash", "": "this server"}
 _SUBCOMMANDS = {"CONFIG", "OBJECT", "MEMORY", "SLOWLOG", "LATENCY", "CLIENT", "ACL", "CLUSTER"}
 
 
+def set_command(
+    key: bytes, value: bytes, *, px: int | None, keep_ttl: bool, nx: bool, xx: bool
+) -> Command:
+    """SET ``key`` ``value`` with its options: PX milliseconds, KEEPTTL, NX, XX."""
+    args: list[Any] = ["SET", key, value]
+    if px is not None:
+        args += ["PX", px]
+    if keep_ttl:
+        args.append("KEEPTTL")
+    if nx:
+        args.append("NX")
+    if xx:
+        args.append("XX")
+    return tuple(args)
+
+
 def offered(managed: str | None, command: Sequence[Any]) -> bool:
     """Whether ``command`` is sent in the ``managed`` mode (always, without one)."""
     if managed is None:
@@ -1357,6 +1370,11 @@ def offered(managed: str | None, command: Sequence[Any]) -> bool:
     if name == "CONFIG":
         return len(command) > 2 and _text(command[2]).lower() == "notify-keyspace-events"
     return name not in _LACKS[managed]
+
+
+def _require_offered(managed: str | None, command: Sequence[Any]) -> None:
+    if not offered(managed, command):
+        raise NotOffered(_command_label(command), _PROVIDERS[managed or ""])
 
 
 def _command_label(command: Sequence[Any]) -> str:

@@ -70,6 +70,11 @@ class NotOffered(RedisRefused):
         )
 
 
+class ConcurrentWrite(MitaRedisMcpError):
+    """Another client wrote a key each time a write tool had journaled it: the tool
+    wrote nothing."""
+
+
 class BudgetExceeded(MitaRedisMcpError):
     """The next command would take this call past its command budget."""
 

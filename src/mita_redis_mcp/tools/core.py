@@ -11,8 +11,10 @@ from pydantic import BaseModel, Field, JsonValue
 
 from mita_redis_mcp import cursor as cursors
 from mita_redis_mcp.app import App
-from mita_redis_mcp.errors import InvalidInput
+from mita_redis_mcp.backend import Command, KeyMeta, set_command
+from mita_redis_mcp.errors import ConcurrentWrite, InvalidInput
 from mita_redis_mcp.info import parse_info, redact_info, total_info
+from mita_redis_mcp.journal import Change
 from mita_redis_mcp.scope import KeyEncoding, key_from_text, pattern_from_text
 from mita_redis_mcp.tools.base import Answer, ToolSpec
 from mita_redis_mcp.values import KeyRef, RenderedValue, key_ref, render, render_bounded
@@ -150,6 +152,9 @@ class DeleteResult(Answer):
     deleted: int = Field(description="Keys that existed and were removed (UNLINK)")
     requested: int
 
+
+# A write journaled and then beaten by another client's write is tried this often.
+WRITE_ATTEMPTS = 3
 
 # -- tools --------------------------------------------------------------------------
 
@@ -350,7 +355,9 @@ async def set_(
 
     Refuses to replace a key of another type (delete it first). Without ttl_seconds
     or keep_ttl the key gets no expiry, as with Redis's SET. The key's prior state is
-    journaled first, so `undo` can put it back. Cost: 10 Redis commands.
+    journaled first, so `undo` can put it back: the type check, the journal and the
+    write are one transaction (WATCH/MULTI/EXEC), tried again when another client
+    writes the key in between. Cost: 13 Redis commands.
     """
     app.require_writes()
     raw = app.scope.check_key(key_from_text(key, key_encoding))
@@ -359,17 +366,38 @@ async def set_(
         raise InvalidInput("only_if_absent and only_if_exists exclude each other")
     if keep_ttl and ttl_seconds is not None:
         raise InvalidInput("keep_ttl and ttl_seconds exclude each other")
-    meta = await app.backend.key_meta(raw)
-    if meta.type not in ("none", "string"):
-        raise InvalidInput(
-            f"the key holds a {meta.type}; set writes strings and will not replace it "
-            "(delete the key first if that is really wanted)"
-        )
     px = math.ceil(ttl_seconds * 1000) if ttl_seconds is not None else None
-    change = await app.journal.record(app.backend, "set", [raw])
-    written = await app.backend.set_string(
-        raw, data, px=px, keep_ttl=keep_ttl, nx=only_if_absent, xx=only_if_exists
-    )
+    command = set_command(raw, data, px=px, keep_ttl=keep_ttl, nx=only_if_absent, xx=only_if_exists)
+    meta: KeyMeta | None = None
+    change: Change | None = None
+
+    async def journaled() -> list[Command]:
+        # Under WATCH: the type checked and the state journaled are the ones SET
+        # replaces, or the transaction aborts.
+        nonlocal meta, change
+        meta = await app.backend.key_meta(raw)
+        if meta.type not in ("none", "string"):
+            raise InvalidInput(
+                f"the key holds a {meta.type}; set writes strings and will not replace it "
+                "(delete the key first if that is really wanted)"
+            )
+        change = await app.journal.record(app.backend, "set", [raw])
+        return [command]
+
+    for _ in range(WRITE_ATTEMPTS):
+        replies = await app.backend.write_unless_changed([raw], journaled)
+        assert meta is not None
+        assert change is not None
+        if replies is not None:
+            break
+        # Another client wrote the key after it was journaled: that record is void.
+        await app.journal.commit(change, void=True)
+    else:
+        raise ConcurrentWrite(
+            f"another client wrote the key each of {WRITE_ATTEMPTS} times between "
+            "journaling it and setting it: nothing was written; try again"
+        )
+    written = bool(replies[0])
     await app.journal.commit(change, app.backend, void=not written)
     ttl = ttl_seconds if written and not keep_ttl else _ttl(meta.pttl)
     return SetResult(**key_ref(raw), written=written, ttl_seconds=ttl)
