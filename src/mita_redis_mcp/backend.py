@@ -864,6 +864,7 @@ class Backend:
         await self._ready()
         _count(1, watch)
         client: aioredis.Redis | RedisCluster = self._cluster or self._client
+        commands: list[Command] = []
         try:
             async with client.pipeline(transaction=True) as pipe:
                 await pipe.watch(*keys)
@@ -892,7 +893,14 @@ class Backend:
                 (code for kind, code in _STRIPPED_CODES if isinstance(exc, kind)),
                 found[1] if found else "ERR",
             )
-            raise RedisRefused(code, f"Redis refused the transaction: {code}") from exc
+            # "Command # N (...)": which queued command Redis refused, by its name only.
+            number = _QUEUED_COMMAND_NUMBER.search(str(exc))
+            refused = (
+                _text(commands[int(number[1]) - 1][0]).upper()
+                if number and 0 < int(number[1]) <= len(commands)
+                else "the transaction"
+            )
+            raise RedisRefused(code, f"Redis refused {refused}: {code}") from exc
         except rexc.RedisError as exc:
             raise self._translate(exc, "EXEC") from exc
         for command, reply in zip(commands, replies, strict=True):
@@ -1262,6 +1270,7 @@ class Backend:
 # The code of an error redis-py annotates as "Command # 1 (...) of pipeline caused error:
 # ('NOPERM ...',)".
 _QUEUED_ERROR_CODE = re.compile(r"caused error: \(['\"]([A-Z]+)\b")
+_QUEUED_COMMAND_NUMBER = re.compile(r"^Command # (\d+) ")
 
 _CLUSTER_CODES: tuple[tuple[type[rexc.ResponseError], str], ...] = (
     (rexc.MovedError, "MOVED"),
