@@ -232,10 +232,12 @@ async def test_undo_stops_at_the_first_refusal(make: MakeApp, real_target: Targe
 
 
 def write_after_read(
-    monkeypatch: pytest.MonkeyPatch, app: App, read: int, write: Callable[[], object]
+    monkeypatch: pytest.MonkeyPatch, app: App, read: int | None, write: Callable[[], object]
 ) -> None:
-    """``write`` (another client's write, or a failure) right after undo's ``read``-th
-    read of its keys: 1 is its check, 2 the same check again once the keys are WATCHed."""
+    """``write`` (another client's write, or a failure) right after the ``read``-th read
+    of the keys (DUMP states), or after every read with ``None``. For undo, 1 is its
+    check, 2 the same check again once the keys are WATCHed; for set, 1 is its journal
+    record under WATCH."""
     reads = 0
     real = app.backend.dump_states
 
@@ -243,7 +245,7 @@ def write_after_read(
         nonlocal reads
         states = await real(keys)
         reads += 1
-        if reads == read:
+        if read is None or reads == read:
             write()
         return states
 
@@ -298,17 +300,14 @@ async def test_set_race_a_key_written_at_every_try_is_not_written(
     raw = real_target.raw
     raw.set("app:k", "original")
     app = make()
-    real = app.backend.dump_states
     writes = 0
 
-    async def dump_states(keys: Sequence[bytes]) -> list[tuple[str, int, bytes | None]]:
+    def concurrent() -> None:
         nonlocal writes
-        states = await real(keys)
         writes += 1
         raw.set("app:k", f"concurrent {writes}")
-        return states
 
-    monkeypatch.setattr(app.backend, "dump_states", dump_states)
+    write_after_read(monkeypatch, app, None, concurrent)
     message = error_text(await call_tool(app, "set", {"key": "app:k", "value": "x"}))
     assert "nothing was written" in message
     assert writes == 3
