@@ -135,4 +135,5 @@ def structured(result: CallToolResult) -> dict[str, Any]:
     if result.is_error or result.structured_content is None:
         text = " ".join(getattr(c, "text", "") for c in result.content)
         raise RuntimeError(f"the tool call failed: {text[:500]}")
-    return result.structured_content
+    answer: dict[str, Any] = result.structured_content
+    return answer

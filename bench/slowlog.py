@@ -26,7 +26,7 @@ def longest_command(
     that long are logged: the maximum is still exact when it is above it, the counts
     and p99.9 are not."""
     saved = {
-        name: client.config_get(name)[name]
+        name: str(client.config_get(name)[name])
         for name in ("slowlog-log-slower-than", "slowlog-max-len")
     }
     found: dict[str, Any] = {}
@@ -38,7 +38,7 @@ def longest_command(
         logged = int(client.slowlog_len())
         # "SLOWLOG", "GET" as two words: redis-py then returns the raw reply, far
         # faster to read than its parsed dicts when there are a million entries.
-        entries = client.execute_command("SLOWLOG", "GET", -1)
+        entries: Any = client.execute_command("SLOWLOG", "GET", -1)  # type: ignore[no-untyped-call]
         mine = [e for e in entries if whose(bytes(e[5]) if len(e) > 5 else b"")]
         counts = Counter(bytes(e[3][0]).decode().upper() for e in mine)
         mine.sort(key=lambda e: int(e[2]), reverse=True)
